@@ -1,0 +1,1 @@
+"""Trainers for StarDist, Cellpose and the U-Net on folders of image/label pairs."""

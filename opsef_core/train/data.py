@@ -1,0 +1,189 @@
+"""Training data shared by every trainer: image/label pairs, splits, augmentation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import EmptyFolderError, InputFileError
+
+__all__ = ["TrainingPairs", "load_pairs", "split_indices", "Augmentation", "augment"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingPairs:
+    """Images and their label images, matched by file name.
+
+    Attributes
+    ----------
+    images : list of ndarray
+        Spatial arrays (``YX`` or ``ZYX``), or ``CYX``/``CZYX`` for multichannel input.
+    labels : list of ndarray
+        Integer label arrays with the images' spatial shape.
+    names : list of str
+        File stems, in the same order.
+    """
+
+    images: list
+    labels: list
+    names: list
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, indices) -> "TrainingPairs":
+        """Pairs at the given indices."""
+        return TrainingPairs([self.images[i] for i in indices], [self.labels[i] for i in indices],
+                             [self.names[i] for i in indices])
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def load_pairs(
+    image_dir: str | Path,
+    label_dir: str | Path,
+    pattern: str = "*.tif*",
+    channel: int | str | None = None,
+    label_suffix: str = "",
+) -> TrainingPairs:
+    """Load image/label pairs from two folders, matched by file stem.
+
+    Parameters
+    ----------
+    image_dir, label_dir : path
+        Folders of images and of label images.  A label file matches an image
+        when its stem equals the image stem plus ``label_suffix``.
+    pattern : str
+        Glob for the image files.
+    channel : int or str, optional
+        Channel to keep from multichannel images (all channels when None).
+    label_suffix : str
+        Extra text at the end of label stems (e.g. ``"_labels"``).
+
+    Returns
+    -------
+    TrainingPairs
+
+    Raises
+    ------
+    EmptyFolderError
+        When no image has a matching label file.
+    InputFileError
+        When an image and its labels differ in spatial shape.
+    """
+    from ..io import read_image, read_labels
+
+    image_dir, label_dir = Path(image_dir), Path(label_dir)
+    labels_by_stem = {_stem(p): p for p in Path(label_dir).glob("*.tif*")}
+    images, labels, names = [], [], []
+    for path in sorted(image_dir.glob(pattern)):
+        stem = _stem(path)
+        lab_path = labels_by_stem.get(stem + label_suffix)
+        if lab_path is None:
+            logger.warning("%s: no label image in %s, skipped", path, label_dir)
+            continue
+        img = read_image(path)
+        if channel is not None:
+            img = img.sel(c=channel)
+        img = img.sel(t=0)
+        lab = read_labels(lab_path)
+        spatial_shape = tuple(img.size(a) for a in img.spatial_axes)
+        if tuple(lab.shape) != spatial_shape:
+            raise InputFileError(
+                f"label image shape {lab.shape} differs from the image's spatial shape {spatial_shape} "
+                f"({path.name})", lab_path)
+        images.append(np.asarray(img.data))
+        labels.append(np.asarray(lab))
+        names.append(stem)
+    if not images:
+        raise EmptyFolderError(f"no image matching {pattern!r} has a label file in {label_dir}", image_dir)
+    return TrainingPairs(images, labels, names)
+
+
+def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Shuffle ``range(n)`` with a seeded generator and split it into train and validation.
+
+    At least one item goes to each side when ``n >= 2``; with ``n == 1`` the
+    single item is used for both (and a warning is logged).
+    """
+    if n < 1:
+        raise ValueError("no training pairs")
+    if n == 1:
+        logger.warning("only one training pair: it is used for validation too")
+        return [0], [0]
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_val = min(max(1, int(round(n * val_fraction))), n - 1)
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+class Augmentation(BaseModel):
+    """Augmentation options, each applied with probability ``probability``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flips: bool = True
+    rotations90: bool = True
+    intensity_scale: tuple[float, float] | None = (0.8, 1.2)
+    gaussian_noise: float = Field(0.0, ge=0, description="noise sigma, relative to the image's std")
+    poisson_noise: bool = False
+    probability: float = Field(0.5, ge=0, le=1)
+
+
+def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+            options: Augmentation | None = None, channel_axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Randomly augment one image/label pair (same geometric transform for both).
+
+    Parameters
+    ----------
+    image : ndarray
+        Spatial array; with ``channel_axis`` set, that axis is a channel axis.
+    labels : ndarray
+        Labels with the image's spatial shape.
+    rng : numpy.random.Generator
+        Source of randomness (seeded by the caller).
+    options : Augmentation, optional
+        Which augmentations to apply.
+    channel_axis : int, optional
+        Axis of ``image`` holding channels (must be 0 when given).
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        Augmented float32 image and labels.
+    """
+    o = options or Augmentation()
+    img = np.asarray(image, dtype=np.float32)
+    lab = np.asarray(labels)
+    off = 1 if channel_axis is not None else 0
+    ndim = lab.ndim
+    yx = (ndim - 2, ndim - 1)
+    if o.flips:
+        for ax in yx:
+            if rng.random() < o.probability:
+                img = np.flip(img, ax + off)
+                lab = np.flip(lab, ax)
+    if o.rotations90 and rng.random() < o.probability and lab.shape[-1] == lab.shape[-2]:
+        k = int(rng.integers(1, 4))
+        img = np.rot90(img, k, axes=(yx[0] + off, yx[1] + off))
+        lab = np.rot90(lab, k, axes=yx)
+    if o.intensity_scale and rng.random() < o.probability:
+        img = img * float(rng.uniform(*o.intensity_scale))
+    if o.gaussian_noise > 0 and rng.random() < o.probability:
+        img = img + rng.normal(0, o.gaussian_noise * (float(img.std()) or 1.0), img.shape).astype(np.float32)
+    if o.poisson_noise and rng.random() < o.probability:
+        lo = float(img.min())
+        scale = 255.0 / max(float(img.max()) - lo, 1e-6)
+        img = rng.poisson((img - lo) * scale).astype(np.float32) / scale + lo
+    return np.ascontiguousarray(img), np.ascontiguousarray(lab)
