@@ -1,0 +1,94 @@
+"""Background subtraction: ``subtract_constant``, ``rolling_ball``, ``tophat``.
+
+All keep the input's dtype (integer results rounded and clipped to the dtype's
+range, so unsigned results never go below 0).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from .dtypes import cast_like, footprint
+from .registry import StepParams, register_step, spatial_step
+
+__all__ = [
+    "SubtractConstantParams",
+    "RollingBallParams",
+    "TophatParams",
+    "subtract_constant",
+    "rolling_ball",
+    "tophat",
+]
+
+
+class SubtractConstantParams(StepParams):
+    """Parameters of ``subtract_constant``."""
+
+    value: float = Field(0.0, description="constant subtracted from every pixel")
+
+
+@register_step("subtract_constant", SubtractConstantParams, "2d3d", headline=("value",))
+@spatial_step()
+def subtract_constant(arr: np.ndarray, p: SubtractConstantParams, spacing: tuple) -> np.ndarray:
+    """Subtract a constant (keeps dtype; unsigned/integer results clipped at the dtype's range, e.g. 0).
+
+    Float data are not clipped (values may become negative).
+    """
+    return cast_like(arr.astype(np.float64) - p.value, arr.dtype)
+
+
+class RollingBallParams(StepParams):
+    """Parameters of ``rolling_ball``."""
+
+    radius: float = Field(50.0, gt=0, le=1000, description="ball radius in pixels")
+    light_background: bool = Field(False, description="dark objects on a bright background (inverted)")
+
+
+@register_step(
+    "rolling_ball",
+    RollingBallParams,
+    "2d",
+    headline=("radius",),
+    abbrev={"radius": "r", "light_background": "light"},
+)
+@spatial_step(per_plane=True)
+def rolling_ball(arr: np.ndarray, p: RollingBallParams, spacing: tuple) -> np.ndarray:
+    """Rolling-ball background subtraction, 2D only: a stack is processed plane by plane (keeps dtype).
+
+    ``skimage.restoration.rolling_ball`` estimates the background (in float64);
+    the result is ``image - background`` (``background - image`` with
+    ``light_background``), rounded and clipped for integer dtypes.
+    """
+    from skimage.restoration import rolling_ball as _rolling_ball
+
+    f = arr.astype(np.float64)
+    if p.light_background:
+        top = f.max()
+        inv = top - f
+        out = inv - _rolling_ball(inv, radius=p.radius)
+    else:
+        out = f - _rolling_ball(f, radius=p.radius)
+    return cast_like(out, arr.dtype)
+
+
+class TophatParams(StepParams):
+    """Parameters of ``tophat``."""
+
+    radius: int = Field(5, ge=1, le=200, description="structuring element radius in X pixels")
+    footprint: Literal["disk", "square"] = Field("disk", description="disk (ball in 3D) or square (cube)")
+    anisotropic: bool = Field(False, description="scale the radius along Z/Y by the pixel size (3D)")
+
+
+@register_step("tophat", TophatParams, "2d3d", headline=("radius",), abbrev={"radius": "r"})
+@spatial_step()
+def tophat(arr: np.ndarray, p: TophatParams, spacing: tuple) -> np.ndarray:
+    """White top-hat (image minus its opening): keeps bright objects smaller than the element (2D/3D).
+
+    ``skimage.morphology.white_tophat`` with a disk/ball footprint; keeps dtype.
+    """
+    from skimage.morphology import white_tophat
+
+    return white_tophat(arr, footprint(p.radius, spacing, p.footprint, p.anisotropic))
