@@ -1,0 +1,101 @@
+"""Writers: label TIFFs (Fiji-compatible metadata), OME-TIFF round trip, CSV tables, atomicity."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from skimage.draw import disk
+
+from opsef_core import io
+from opsef_core.errors import AxesError, InputFileError
+from opsef_core.image import Image
+
+
+def _labels_2d():
+    lab = np.zeros((60, 90), np.int32)
+    for i, (r, c) in enumerate([(15, 20), (30, 50), (45, 75)], start=1):
+        lab[disk((r, c), 8, shape=lab.shape)] = i
+    return lab
+
+
+def test_write_labels_uint16_imagej_calibrated_with_lut(tmp_path):
+    lab = _labels_2d()
+    p = io.write_labels(tmp_path / "labels.tif", lab, pixel_size={"Y": 0.4, "X": 0.4})
+    with tifffile.TiffFile(p) as tif:
+        assert tif.is_imagej and tif.series[0].dtype == np.uint16 and tif.series[0].axes == "YX"
+        ij = tif.imagej_metadata
+        assert ij["unit"] == "um" and ij["min"] == 0 and ij["max"] == 3
+        lut = np.asarray(ij["LUTs"]).reshape(-1, 3, 256)[0]  # one LUT for the one channel
+        assert lut.shape == (3, 256) and lut[:, 0].tolist() == [0, 0, 0] and lut[:, 1:4].min(axis=0).max() > 0
+        num, den = tif.pages[0].tags["XResolution"].value
+        assert den / num == pytest.approx(0.4)
+        np.testing.assert_array_equal(tif.asarray(), lab)
+    back = io.read_labels(p)
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, lab)
+    assert io.read_image(p).pixel_size == pytest.approx({"Y": 0.4, "X": 0.4})
+    assert list(tmp_path.iterdir()) == [p]  # no temporary file left behind
+
+
+def test_write_labels_above_65535_is_uint32_hyperstack(tmp_path):
+    lab = np.zeros((3, 30, 40), np.int64)
+    lab[1, 5:12, 5:12] = 70_000
+    lab[2, 20:25, 20:30] = 5
+    p = io.write_labels(tmp_path / "big.tif", lab, pixel_size=(2.0, 0.5, 0.5))
+    with tifffile.TiffFile(p) as tif:
+        assert tif.is_imagej and tif.series[0].dtype == np.uint32 and tif.series[0].axes == "ZYX"
+        assert tif.imagej_metadata["spacing"] == 2.0 and tif.imagej_metadata["slices"] == 3
+        assert "LUTs" in tif.imagej_metadata
+    back = io.read_labels(p)
+    np.testing.assert_array_equal(back, lab)
+    assert io.read_image(p).pixel_size == pytest.approx({"Z": 2.0, "Y": 0.5, "X": 0.5})
+
+
+def test_write_labels_rejects_bad_input(tmp_path):
+    with pytest.raises(InputFileError, match="bad.tif: labels must be integers"):
+        io.write_labels(tmp_path / "bad.tif", np.full((4, 4), 0.5))
+    with pytest.raises(InputFileError, match="non-negative"):
+        io.write_labels(tmp_path / "neg.tif", -np.ones((4, 4), np.int32))
+    with pytest.raises(AxesError, match="give axes="):
+        io.write_labels(tmp_path / "4d.tif", np.zeros((2, 2, 4, 4), np.uint8))
+    with pytest.raises(AxesError, match="2 pixel sizes given for spatial axes ZYX"):
+        io.write_labels(tmp_path / "ps.tif", np.zeros((2, 4, 4), np.uint8), pixel_size=(1, 1))
+    assert not list(tmp_path.iterdir())
+    p = io.write_labels(tmp_path / "t.tif", np.ones((2, 4, 5), np.uint8), axes="TYX")
+    assert io.read_image(p).axes == "TYX"
+
+
+def test_ome_tiff_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 1000, (2, 2, 4, 16, 24), dtype=np.uint16)
+    image = Image.from_array(data, "TCZYX", pixel_size={"Z": 2.0, "Y": 0.3, "X": 0.3},
+                             channel_names=("DAPI", "actin"), name="cells", time_interval=60.0)
+    p = io.write_ome_tiff(tmp_path / "cells.ome.tif", image)
+    back = io.read_image(p)
+    assert back.axes == "TCZYX" and back.channel_names == ("DAPI", "actin")
+    assert back.pixel_size == pytest.approx(image.pixel_size) and back.time_interval == pytest.approx(60.0)
+    np.testing.assert_array_equal(back.data, data)
+    assert back.name == "cells"
+
+
+def test_write_table_csv_and_empty(tmp_path):
+    df = pd.DataFrame({"label": [1, 2], "area_um2": [3.5, 7.25], "image": ["a", "b"]})
+    p = io.write_table(tmp_path / "m.csv", df)
+    pd.testing.assert_frame_equal(pd.read_csv(p), df)
+    empty = pd.DataFrame(columns=["label", "area_um2"])
+    q = io.write_table(tmp_path / "sub" / "empty.csv", empty)
+    back = pd.read_csv(q)
+    assert list(back.columns) == ["label", "area_um2"] and len(back) == 0
+
+
+def test_atomic_write_keeps_old_file_on_error(tmp_path):
+    p = tmp_path / "x.txt"
+    p.write_text("old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_write(p, mode="w") as fh:
+            fh.write("half")
+            raise RuntimeError("boom")
+    assert p.read_text() == "old" and sorted(x.name for x in tmp_path.iterdir()) == ["x.txt"]
+    with io.atomic_write(p, mode="w") as fh:
+        fh.write("new")
+    assert p.read_text() == "new"
