@@ -1,0 +1,504 @@
+"""Post-processing of label images: filters, border removal, hole filling, classes from a mask.
+
+Raw labels are never modified in place: every function returns a new array,
+so the run engine keeps the raw model output and re-applies filters without
+re-segmenting.  Filtered label images keep the original label values (so
+they still match the measurement table); call :func:`relabel` for
+sequential labels.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import AxesError, ConfigError, InputFileError
+from .image import Image
+from .measure import check_labels, measure_objects
+
+__all__ = [
+    "filter_objects",
+    "remove_border_objects",
+    "fill_holes",
+    "remove_small",
+    "remove_large",
+    "relabel",
+    "mask_from_channel",
+    "classify_by_mask",
+    "class_labels",
+    "ClassMaskConfig",
+    "PostprocessConfig",
+    "apply_postprocess",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _keep_only(labels: np.ndarray, keep: Sequence[int]) -> np.ndarray:
+    """Copy of ``labels`` with every object not in ``keep`` set to 0."""
+    out = labels.copy()
+    out[~np.isin(labels, np.asarray(list(keep), dtype=labels.dtype))] = 0
+    return out
+
+
+# ---------------------------------------------------------------------- filters
+def filter_objects(labels, ranges: dict, image: Image | None = None, table: pd.DataFrame | None = None):
+    """Keep the objects whose measurements lie inside given ranges.
+
+    Parameters
+    ----------
+    labels : ndarray
+        ``YX`` or ``ZYX`` labels.
+    ranges : dict
+        ``{column: (min, max)}`` on any column of
+        :func:`~opsef_core.measure.measure_objects` (``area``, ``perimeter``,
+        ``circularity``, ``solidity``, ``eccentricity``, ``volume``,
+        ``surface_area``, ``sphericity``, ``<channel>_mean``,
+        ``<channel>_total``, ...).  Bounds are inclusive; ``None`` leaves a
+        side open.  An object whose value is NaN fails any bounded range.
+    image : Image, optional
+        Intensity image (pixel size, intensity columns); used when ``table``
+        is not given.
+    table : DataFrame, optional
+        Measurements of ``labels`` (as from ``measure_objects``), to avoid
+        measuring twice.
+
+    Returns
+    -------
+    labels : ndarray
+        New label image with the rejected objects set to 0 (label values kept).
+    kept : DataFrame
+        The rows of the table for the kept objects.
+
+    Raises
+    ------
+    ConfigError
+        A range names an unknown column or has min > max.
+    """
+    # tolerate the older positional order filter_objects(labels, image, ranges)
+    if isinstance(ranges, Image) and (isinstance(image, dict) or image is None):
+        ranges, image = (image or {}), ranges
+    labels = check_labels(labels, source=getattr(image, "source", None))
+    if table is None:
+        table = measure_objects(labels, image)
+    ranges = dict(ranges or {})
+    mask = np.ones(len(table), bool)
+    for col, bounds in ranges.items():
+        if col not in table.columns:
+            raise ConfigError(
+                f"filter on unknown measurement {col!r}; available: {sorted(map(str, table.columns))}"
+            )
+        try:
+            lo, hi = bounds
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"range for {col!r} must be (min, max) with None for an open side, got {bounds!r}")
+        if lo is not None and hi is not None and lo > hi:
+            raise ConfigError(f"range for {col!r} has min {lo} > max {hi}")
+        v = pd.to_numeric(table[col], errors="coerce").to_numpy(float)
+        if lo is not None:
+            mask &= v >= lo
+        if hi is not None:
+            mask &= v <= hi
+    kept = table[mask].reset_index(drop=True)
+    log.debug("filter_objects kept %d of %d objects", len(kept), len(table))
+    return _keep_only(labels, kept["label"].astype(int).tolist()), kept
+
+
+def remove_border_objects(labels, axes: str = "YX", buffer: int = 0) -> np.ndarray:
+    """Remove objects touching the image border.
+
+    Parameters
+    ----------
+    labels : ndarray
+        ``YX`` or ``ZYX`` labels.
+    axes : str
+        Which borders count: ``"YX"`` (default; for a stack, objects cut by the
+        first/last z slice are kept) or ``"ZYX"`` (all faces).
+    buffer : int
+        Width in pixels of the border band (0 = the outermost pixels only).
+
+    Returns
+    -------
+    ndarray
+    """
+    labels = check_labels(labels)
+    all_axes = "ZYX"[-labels.ndim:]
+    axes = str(axes).upper()
+    if not axes or any(a not in all_axes for a in axes):
+        raise AxesError(f"border axes {axes!r} must be letters of the label image's axes {all_axes!r}")
+    touching: set = set()
+    w = int(buffer) + 1
+    for a in axes:
+        i = all_axes.index(a)
+        for sl in (slice(0, w), slice(-w, None)):
+            index = [slice(None)] * labels.ndim
+            index[i] = sl
+            touching.update(np.unique(labels[tuple(index)]).tolist())
+    touching.discard(0)
+    out = labels.copy()
+    if touching:
+        out[np.isin(labels, list(touching))] = 0
+    return out
+
+
+def fill_holes(labels) -> np.ndarray:
+    """Fill the holes of every object (2D holes in 2D, enclosed cavities in 3D).
+
+    Only background pixels are filled: an object nested in another's hole is kept.
+
+    Returns
+    -------
+    ndarray
+    """
+    from scipy import ndimage as ndi
+
+    labels = check_labels(labels)
+    out = labels.copy()
+    for i, sl in enumerate(ndi.find_objects(labels)):
+        if sl is None:
+            continue
+        lab = i + 1
+        crop = labels[sl]
+        filled = ndi.binary_fill_holes(crop == lab)
+        target = out[sl]
+        target[filled & (crop == 0)] = lab
+    return out
+
+
+def _sizes(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(labels.ravel())
+
+
+def remove_small(labels, min_size: int) -> np.ndarray:
+    """Remove objects with fewer than ``min_size`` pixels (voxels in 3D).
+
+    Returns
+    -------
+    ndarray
+    """
+    labels = check_labels(labels)
+    sizes = _sizes(labels)
+    small = np.flatnonzero((sizes < int(min_size)) & (sizes > 0))
+    small = small[small > 0]
+    out = labels.copy()
+    if small.size:
+        out[np.isin(labels, small)] = 0
+    return out
+
+
+def remove_large(labels, max_size: int) -> np.ndarray:
+    """Remove objects with more than ``max_size`` pixels (voxels in 3D).
+
+    Returns
+    -------
+    ndarray
+    """
+    labels = check_labels(labels)
+    sizes = _sizes(labels)
+    big = np.flatnonzero(sizes > int(max_size))
+    big = big[big > 0]
+    out = labels.copy()
+    if big.size:
+        out[np.isin(labels, big)] = 0
+    return out
+
+
+def relabel(labels) -> np.ndarray:
+    """Sequential labels 1..n in the order of the original values (``relabel_sequential``)."""
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(check_labels(labels).copy())[0]
+
+
+# ---------------------------------------------------------------------- masks & classes
+_THRESHOLDS = ("otsu", "li", "triangle", "yen", "mean", "isodata")
+
+
+def mask_from_channel(
+    array,
+    method: str | float = "otsu",
+    factor: float = 1.0,
+    sigma: float = 1.0,
+    opening: int = 0,
+    closing: int = 0,
+    fill: bool = True,
+) -> np.ndarray:
+    """Binary mask from an intensity channel: smoothing, threshold x factor, morphology.
+
+    OpSeF's "mask from a second channel".
+
+    Parameters
+    ----------
+    array : ndarray
+        ``YX`` or ``ZYX`` intensities.
+    method : str or float
+        Threshold method (``otsu``, ``li``, ``triangle``, ``yen``, ``mean``,
+        ``isodata``; from ``skimage.filters``) or a fixed intensity value.
+    factor : float
+        Multiplies the threshold (OpSeF's "Otsu x factor").
+    sigma : float
+        Gaussian smoothing before thresholding (0 = none).
+    opening, closing : int
+        Radii of a binary opening then closing (disk in 2D, ball in 3D; 0 = skip).
+    fill : bool
+        Fill holes of the mask.
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    from scipy import ndimage as ndi
+    from skimage import filters, morphology
+
+    a = np.asarray(array, dtype=np.float64)
+    if a.ndim not in (2, 3):
+        raise AxesError(f"mask_from_channel needs a YX or ZYX array, got shape {a.shape}")
+    if sigma:
+        a = filters.gaussian(a, sigma=sigma, preserve_range=True)
+    if isinstance(method, str):
+        if method not in _THRESHOLDS:
+            raise ConfigError(f"unknown threshold method {method!r}; use one of {_THRESHOLDS} or a number")
+        if np.ptp(a) == 0:
+            thr = a.flat[0] if a.size else 0.0
+        else:
+            thr = getattr(filters, f"threshold_{method}")(a)
+    else:
+        thr = float(method)
+    mask = a > thr * factor
+    fp = morphology.disk if a.ndim == 2 else morphology.ball
+    if opening:
+        mask = ndi.binary_opening(mask, structure=fp(int(opening)))
+    if closing:
+        # pad so that closing does not erode at the image border
+        r = int(closing)
+        mask = ndi.binary_closing(np.pad(mask, r), structure=fp(r))[tuple([slice(r, -r)] * a.ndim)]
+    if fill:
+        mask = ndi.binary_fill_holes(mask)
+    return mask
+
+
+def classify_by_mask(
+    labels,
+    mask,
+    rule: Literal["centroid", "majority"] = "centroid",
+    class_names: Sequence[str] = ("outside", "inside"),
+) -> pd.DataFrame:
+    """Assign each object the class of a mask (or class map) at its position.
+
+    Parameters
+    ----------
+    labels : ndarray
+        ``YX`` or ``ZYX`` labels.
+    mask : ndarray
+        Boolean mask, or an integer class map with values ``0..len(class_names)-1``,
+        same shape as ``labels``.
+    rule : {"centroid", "majority"}
+        ``centroid``: the mask value at the object's (rounded) centroid — note
+        the centroid of a curved object can lie outside the object;
+        ``majority``: the most frequent mask value over the object's pixels
+        (ties go to the lower class value).
+    class_names : sequence of str
+        Name of each mask value.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``label``, ``class`` and ``fraction`` (share of the object's
+        pixels whose mask value equals the assigned class).
+    """
+    from scipy import ndimage as ndi
+
+    labels = check_labels(labels)
+    m = np.asarray(mask)
+    if m.shape != labels.shape:
+        raise AxesError(f"class mask shape {m.shape} differs from the label image shape {labels.shape}")
+    if m.dtype == bool:
+        m = m.astype(np.int64)
+    elif not np.issubdtype(m.dtype, np.integer):
+        raise InputFileError(f"class mask must be boolean or integer classes, got dtype {m.dtype}")
+    k = len(class_names)
+    if m.size and (m.min() < 0 or m.max() >= k):
+        raise ConfigError(f"class mask values {int(m.min())}..{int(m.max())} but only {k} class names given")
+    if rule not in ("centroid", "majority"):
+        raise ConfigError(f"unknown classification rule {rule!r}; use 'centroid' or 'majority'")
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if not ids.size:
+        return pd.DataFrame({"label": pd.Series([], dtype=np.int64), "class": pd.Series([], dtype=object),
+                             "fraction": pd.Series([], dtype=float)})
+    # counts[i, c]: pixels of object ids[i] with class c
+    counts = np.stack([ndi.sum_labels(m == c, labels, index=ids) for c in range(k)], axis=1)
+    if rule == "majority":
+        cls = np.argmax(counts, axis=1)
+    else:
+        cents = np.asarray(ndi.center_of_mass(np.ones_like(labels, dtype=np.uint8), labels, ids))
+        idx = np.clip(np.rint(cents).astype(int), 0, np.array(labels.shape) - 1)
+        cls = m[tuple(idx.T)]
+    frac = counts[np.arange(len(ids)), cls] / counts.sum(axis=1)
+    return pd.DataFrame({"label": ids.astype(np.int64), "class": [class_names[c] for c in cls],
+                         "fraction": frac})
+
+
+def class_labels(labels, classes: pd.DataFrame) -> dict:
+    """Split a label image by class.
+
+    Parameters
+    ----------
+    labels : ndarray
+    classes : DataFrame
+        With ``label`` and ``class`` columns (from :func:`classify_by_mask`).
+
+    Returns
+    -------
+    dict
+        ``{class name: label image holding only that class's objects}``.
+    """
+    labels = check_labels(labels)
+    return {
+        name: _keep_only(labels, g["label"].astype(int).tolist())
+        for name, g in classes.groupby("class", sort=False)
+    }
+
+
+# ---------------------------------------------------------------------- config
+class ClassMaskConfig(BaseModel):
+    """Where the class mask comes from and how objects are assigned to classes.
+
+    Exactly one of ``channel`` (a channel of the image, thresholded by
+    :func:`mask_from_channel`) or ``file`` (a mask/class-map TIFF of the
+    image's spatial shape; with two class names any value > 0 is the second
+    class, with more names the file is a class map 0..n-1) is given.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str | int | None = None
+    file: str | None = None
+    method: str | float = "otsu"
+    factor: float = 1.0
+    sigma: float = 1.0
+    opening: int = Field(0, ge=0)
+    closing: int = Field(0, ge=0)
+    fill: bool = True
+    rule: Literal["centroid", "majority"] = "centroid"
+    class_names: list[str] = Field(default_factory=lambda: ["outside", "inside"], min_length=2)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.channel is None) == (self.file is None):
+            raise ValueError("class_mask needs exactly one of 'channel' or 'file'")
+        return self
+
+
+class PostprocessConfig(BaseModel):
+    """Post-processing applied after segmentation (raw labels are kept unchanged).
+
+    Order: fill holes, size limits (pixels/voxels), border removal, measurement
+    ranges, classes.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_size: int | None = Field(None, ge=0)
+    max_size: int | None = Field(None, ge=0)
+    remove_border: bool = False
+    border_axes: str = "YX"
+    fill_holes: bool = False
+    ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
+    class_mask: ClassMaskConfig | None = None
+
+
+def _load_mask_file(path: str, shape: tuple) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError("class mask file not found", p)
+    try:
+        from .io import read_labels  # type: ignore[attr-defined]
+
+        arr = np.asarray(read_labels(p))
+    except ImportError:
+        import tifffile
+
+        try:
+            arr = np.asarray(tifffile.imread(p))
+        except Exception as exc:  # noqa: BLE001 - turned into our error type
+            raise InputFileError(f"cannot read class mask: {exc}", p) from exc
+    arr = np.squeeze(arr)
+    if arr.shape != shape:
+        raise InputFileError(f"class mask shape {arr.shape} differs from the label image shape {shape}", p)
+    return arr
+
+
+def apply_postprocess(labels, image: Image | None, config) -> tuple[np.ndarray, pd.DataFrame]:
+    """Apply a :class:`PostprocessConfig` to raw labels (used by the run engine).
+
+    Parameters
+    ----------
+    labels : ndarray
+        Raw labels (not modified).
+    image : Image, optional
+        The segmented image (pixel size, intensities, class-mask channel).
+    config : PostprocessConfig or dict
+
+    Returns
+    -------
+    labels : ndarray
+        Post-processed labels (original label values kept).
+    table : DataFrame
+        Measurements of the kept objects, with a ``class`` column when a
+        class mask is configured.
+
+    Raises
+    ------
+    ConfigError
+        Invalid config.
+    """
+    if not isinstance(config, PostprocessConfig):
+        try:
+            config = PostprocessConfig.model_validate(config or {})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: "
+                + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in exc.errors()
+            )
+            raise ConfigError(f"invalid postprocess config: {problems}") from None
+    source = getattr(image, "source", None)
+    out = check_labels(labels, source=source).copy()
+    if config.fill_holes:
+        out = fill_holes(out)
+    if config.min_size:
+        out = remove_small(out, config.min_size)
+    if config.max_size is not None:
+        out = remove_large(out, config.max_size)
+    if config.remove_border:
+        out = remove_border_objects(out, axes=config.border_axes)
+    table = measure_objects(out, image)
+    if config.ranges:
+        out, table = filter_objects(out, config.ranges, image=image, table=table)
+    if config.class_mask is not None:
+        cm = config.class_mask
+        if cm.file is not None:
+            mask = _load_mask_file(cm.file, out.shape)
+            if len(cm.class_names) == 2:
+                mask = mask > 0  # a binary mask file (0/1, 0/255, ...)
+            elif mask.max() >= len(cm.class_names):
+                raise InputFileError(
+                    f"class map values reach {int(mask.max())} but only {len(cm.class_names)} class "
+                    "names are configured", cm.file)
+        else:
+            if image is None:
+                raise ConfigError("class_mask from a channel needs the image")
+            arr = image.spatial(c=cm.channel)
+            if arr.shape != out.shape and arr.ndim == out.ndim + 1 and arr.shape[0] == 1:
+                arr = arr[0]
+            mask = mask_from_channel(arr, cm.method, cm.factor, cm.sigma, cm.opening, cm.closing, cm.fill)
+        classes = classify_by_mask(out, mask, rule=cm.rule, class_names=cm.class_names)
+        table = table.merge(classes.rename(columns={"fraction": "class_fraction"}), on="label", how="left")
+    return out, table
