@@ -1,0 +1,508 @@
+"""The run config: what to read, which pipelines and segmenters to combine, what to write.
+
+A run config is a JSON file validated by :class:`RunConfig` (pydantic, unknown
+keys are errors).  :func:`load_config` turns every validation problem into one
+:class:`~opsef_core.errors.ConfigError` naming the file and the key path, with a
+spelling suggestion for unknown keys.  Relative paths in a config are resolved
+against the folder of the config file (not the working directory); the config
+keeps them as given and :meth:`RunConfig.resolve` gives the absolute path.
+
+Pipelines are checked against the preprocessing registry and segmenter
+parameters (including every value of a sweep) against each backend's
+``Params`` model at load time, so a typo fails before any image is read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from .errors import ConfigError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "InputsConfig",
+    "StepConfig",
+    "PipelineConfig",
+    "SegmenterConfig",
+    "OutputsConfig",
+    "EvaluationConfig",
+    "ExecutionConfig",
+    "RunConfig",
+    "load_config",
+    "config_from_dict",
+    "save_config",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_THRESHOLDS = [round(0.5 + 0.05 * i, 2) for i in range(10)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputsConfig(_Strict):
+    """Which images to read and which part of them to segment.
+
+    Attributes
+    ----------
+    path : str
+        An image file or a folder (relative paths: relative to the config file).
+    include, exclude : list of str
+        Glob patterns for files in a folder.
+    channel : int or str, optional
+        Channel to segment (index or name); all channels are kept when omitted.
+    scene : int or str, optional
+        Series/scene of multi-series files (.lif); the reader's default otherwise.
+    z_range : [start, stop], optional
+        Sub-stack of z planes (stop exclusive).
+    time_point : int
+        Time point selected when the image has a T axis.
+    axes : str, optional
+        Axes of the files, overriding their metadata (e.g. ``"ZYX"``).
+    pixel_size : dict, optional
+        ``{"Z": dz, "Y": dy, "X": dx}`` in µm overriding the files' calibration.
+    ground_truth : str, optional
+        Folder of label images matched to inputs by file name.
+    label_suffix : str
+        Suffix between the stem and the extension of ground-truth files
+        (``img1.tif`` -> ``img1_masks.tif`` with ``"_masks"``).
+    limit : int, optional
+        Only the first ``limit`` images (sorted by name), for exploration.
+    """
+
+    path: str
+    include: list[str] = Field(default_factory=lambda: ["*.tif", "*.tiff", "*.lif"])
+    exclude: list[str] = Field(default_factory=list)
+    channel: int | str | None = None
+    scene: int | str | None = None
+    z_range: tuple[int, int] | None = None
+    time_point: int = 0
+    axes: str | None = None
+    pixel_size: dict[str, float] | None = None
+    ground_truth: str | None = None
+    label_suffix: str = ""
+    limit: int | None = Field(default=None, ge=1)
+
+    @field_validator("pixel_size")
+    @classmethod
+    def _check_pixel_size(cls, v):
+        if v is None:
+            return v
+        out = {}
+        for k, val in v.items():
+            if k.upper() not in ("Z", "Y", "X"):
+                raise ValueError(f"pixel_size keys must be Z, Y or X, got {k!r}")
+            if not val > 0:
+                raise ValueError(f"pixel_size[{k}] must be positive, got {val}")
+            out[k.upper()] = float(val)
+        return out
+
+    @field_validator("z_range")
+    @classmethod
+    def _check_z_range(cls, v):
+        if v is not None and not 0 <= v[0] < v[1]:
+            raise ValueError(f"z_range must be [start, stop] with 0 <= start < stop, got {list(v)}")
+        return v
+
+
+class StepConfig(_Strict):
+    """One preprocessing step: a registered step name and its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineConfig(_Strict):
+    """An ordered list of preprocessing steps (empty: the raw image)."""
+
+    name: str = Field(min_length=1)
+    steps: list[StepConfig] = Field(default_factory=list)
+
+
+class SegmenterConfig(_Strict):
+    """A segmenter entry: a backend, fixed parameters and an optional sweep.
+
+    ``sweep`` maps parameter names to lists of values; the Cartesian product
+    of all lists gives one setting each (merged over ``params``).
+    """
+
+    name: str = Field(min_length=1)
+    backend: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("sweep")
+    @classmethod
+    def _non_empty(cls, v):
+        for k, vals in v.items():
+            if len(vals) == 0:
+                raise ValueError(f"sweep of {k!r} has no values")
+        return v
+
+
+class OutputsConfig(_Strict):
+    """What the run writes besides raw labels, summary.csv and run.json."""
+
+    overlays: bool = True
+    montage: bool = True
+    rois: bool = False
+    measurements: bool = True
+    save_preprocessed: bool = False
+
+
+class EvaluationConfig(_Strict):
+    """Matching against ground truth: IoU thresholds and the ranking metric."""
+
+    thresholds: list[float] = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
+    rank_by: str = "f1@0.5"
+
+    @field_validator("thresholds")
+    @classmethod
+    def _check(cls, v):
+        if not v or any(not 0 < t <= 1 for t in v):
+            raise ValueError("thresholds must be a non-empty list of values in (0, 1]")
+        return v
+
+
+class ExecutionConfig(_Strict):
+    """Where items run: workers (processes) and a dask scheduler address; device for networks.
+
+    ``device`` is passed to every backend that has a ``device`` parameter,
+    unless the segmenter entry sets its own.
+    """
+
+    workers: int = Field(default=1, ge=1)
+    scheduler: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class RunConfig(_Strict):
+    """A complete run config (what ``opsef run CONFIG.json`` executes).
+
+    Use :func:`load_config` to read one from JSON; relative paths resolve
+    against the config's folder (:attr:`base_dir`).
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    name: str | None = None
+    description: str = ""
+    inputs: InputsConfig
+    pipelines: list[PipelineConfig] = Field(min_length=1)
+    segmenters: list[SegmenterConfig] = Field(min_length=1)
+    postprocess: dict[str, Any] | None = None
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    seed: int = 0
+
+    _base_dir: Path | None = PrivateAttr(default=None)
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _check_version(cls, v):
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {v} is newer than this opsef supports ({SCHEMA_VERSION})")
+        return v
+
+    @field_validator("pipelines")
+    @classmethod
+    def _unique_pipelines(cls, v):
+        names = [p.name for p in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"pipeline names must be unique, repeated: {dup}")
+        return v
+
+    @field_validator("segmenters")
+    @classmethod
+    def _unique_segmenters(cls, v):
+        names = [s.name for s in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"segmenter names must be unique, repeated: {dup}")
+        return v
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def base_dir(self) -> Path:
+        """Folder relative paths resolve against (the config file's folder, else the cwd)."""
+        return self._base_dir if self._base_dir is not None else Path.cwd()
+
+    @property
+    def source(self) -> Path | None:
+        """The file this config was loaded from, if any."""
+        return self._source
+
+    @property
+    def stem(self) -> str:
+        """Name used for run folders: ``name``, else the config file's stem, else ``run``."""
+        if self.name:
+            return self.name
+        if self._source is not None:
+            stem = self._source.stem
+            return "rerun" if stem == "run" else stem
+        return "run"
+
+    def resolve(self, path: str | Path | None) -> Path | None:
+        """Absolute path of ``path`` (relative paths: relative to :attr:`base_dir`)."""
+        if path is None:
+            return None
+        p = Path(path).expanduser()
+        return (p if p.is_absolute() else self.base_dir / p).resolve()
+
+    def resolved_paths(self) -> dict[str, str | None]:
+        """The config's paths resolved to absolute strings (recorded in run.json)."""
+        gt = self.resolve(self.inputs.ground_truth)
+        return {
+            "base_dir": str(self.base_dir.resolve()),
+            "inputs.path": str(self.resolve(self.inputs.path)),
+            "inputs.ground_truth": str(gt) if gt else None,
+        }
+
+    def with_base_dir(self, base_dir: str | Path | None, source: str | Path | None = None) -> "RunConfig":
+        """Set the folder relative paths resolve against (returns self)."""
+        self._base_dir = Path(base_dir).resolve() if base_dir is not None else None
+        self._source = Path(source) if source is not None else self._source
+        return self
+
+    def copy_with(self, **changes: Any) -> "RunConfig":
+        """A validated copy with top-level or dotted (``"inputs.limit"``) fields changed."""
+        data = self.model_dump(mode="json")
+        for key, value in changes.items():
+            d = data
+            *parents, last = key.split(".")
+            for p in parents:
+                d = d[p]
+            d[last] = value
+        new = config_from_dict(data, where=str(self._source or "config"))
+        new._base_dir, new._source = self._base_dir, self._source
+        return new
+
+    def to_json(self) -> str:
+        """JSON text of the config (as given; paths unresolved)."""
+        return json.dumps(self.model_dump(mode="json"), indent=2)
+
+
+# ---------------------------------------------------------------------- loading
+def _known_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """Field names of the sub-model at ``loc`` (to suggest corrections)."""
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int) or cur is None:
+            continue
+        fields = getattr(cur, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        cur = _inner_model(ann)
+    fields = getattr(cur, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _inner_model(ann: Any) -> Any:
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        m = _inner_model(arg)
+        if m is not None:
+            return m
+    return None
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(root)"
+
+
+def _suggest(key: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(str(key), candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else (f"; known keys: {sorted(candidates)}" if candidates else "")
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel] | None, prefix: tuple = ()) -> str:
+    """One line describing every problem of a pydantic error, with key paths and suggestions."""
+    msgs = []
+    for e in exc.errors():
+        loc = prefix + tuple(e["loc"])
+        if e["type"] == "extra_forbidden":
+            msgs.append(f"{_format_loc(loc)}: unknown key" + _suggest(loc[-1], _known_keys(model, e["loc"][:-1])))
+        elif e["type"] == "missing":
+            msgs.append(f"{_format_loc(loc)}: required key missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            msgs.append(f"{_format_loc(loc)}: {msg} (got {e.get('input')!r})" if e["type"] != "value_error"
+                        else f"{_format_loc(loc)}: {msg}")
+    return "; ".join(msgs)
+
+
+def _check_pipelines(cfg: RunConfig, where: str) -> None:
+    from . import preprocess
+
+    for i, p in enumerate(cfg.pipelines):
+        try:
+            preprocess.Pipeline.from_dict(p.model_dump(mode="json"))
+        except ConfigError as exc:
+            raise ConfigError(f"pipelines[{i}]: {exc.message}", where) from None
+
+
+def _check_segmenters(cfg: RunConfig, where: str) -> None:
+    from .segment import get_segmenter
+
+    for i, s in enumerate(cfg.segmenters):
+        try:
+            seg = get_segmenter(s.backend)
+        except ConfigError as exc:
+            raise ConfigError(f"segmenters[{i}].backend: {exc.message}", where) from None
+        known = list(seg.Params.model_fields)
+        for key in list(s.params) + list(s.sweep):
+            if key not in known:
+                part = "params" if key in s.params else "sweep"
+                raise ConfigError(
+                    f"segmenters[{i}].{part}.{key}: unknown parameter of backend {s.backend!r}"
+                    + _suggest(key, known), where)
+        for values in expand_sweep(s.sweep):
+            try:
+                seg.Params.model_validate({**segmenter_defaults(cfg, seg), **s.params, **values})
+            except ValidationError as exc:
+                msgs = []
+                for e in exc.errors():
+                    key = str(e["loc"][0]) if e["loc"] else ""
+                    part = "sweep" if key in s.sweep else "params"
+                    rest = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in e["loc"][1:])
+                    msgs.append(f"segmenters[{i}].{part}.{key}{rest}: {e['msg']} (got {e.get('input')!r})")
+                raise ConfigError(f"{'; '.join(msgs)} (backend {s.backend!r})", where) from None
+
+
+def _check_postprocess(cfg: RunConfig, where: str) -> None:
+    if cfg.postprocess is None:
+        return
+    from . import postprocess
+
+    try:
+        postprocess.PostprocessConfig.model_validate(cfg.postprocess)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, postprocess.PostprocessConfig, ("postprocess",)),
+                          where) from None
+
+
+def segmenter_defaults(cfg: RunConfig, segmenter) -> dict[str, Any]:
+    """Run-wide parameters a backend takes unless its entry overrides them (``device``)."""
+    return {"device": cfg.execution.device} if "device" in segmenter.Params.model_fields else {}
+
+
+def expand_sweep(sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Cartesian product of a sweep, in the order the keys and values are given.
+
+    Parameters
+    ----------
+    sweep : dict
+        Parameter name -> list of values.
+
+    Returns
+    -------
+    list of dict
+        One dict per setting (``[{}]`` for an empty sweep).
+    """
+    import itertools
+
+    keys = list(sweep)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
+
+
+def config_from_dict(data: dict, where: str = "config", check: bool = True) -> RunConfig:
+    """Validate a dict into a :class:`RunConfig`.
+
+    Parameters
+    ----------
+    data : dict
+        The parsed JSON.
+    where : str
+        File name used in error messages.
+    check : bool
+        Also check pipelines, segmenter parameters and post-processing against
+        their registries.
+
+    Raises
+    ------
+    ConfigError
+        One error listing every problem with its key path.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"a run config must be a JSON object, got {type(data).__name__}", where)
+    try:
+        cfg = RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, RunConfig), where) from None
+    if check:
+        _check_pipelines(cfg, where)
+        _check_segmenters(cfg, where)
+        _check_postprocess(cfg, where)
+    return cfg
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config from JSON.
+
+    A run record (``run.json`` of a finished run) is accepted too: its
+    ``config`` section is loaded, with relative paths resolved against the
+    folder of the config the run was made from.
+
+    Parameters
+    ----------
+    path : str or Path
+        The JSON file.
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    ConfigError
+        Missing file, invalid JSON, or invalid content (one message naming
+        the file and every bad key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found" if not path.exists() else "not a file", path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", path) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not a UTF-8 text file", path) from None
+    base_dir = path.resolve().parent
+    source = path
+    if isinstance(data, dict) and data.get("kind") == "opsef-run-record":
+        if "config" not in data:
+            raise ConfigError("run record has no 'config' section", path)
+        resolved = data.get("resolved_paths") or {}
+        base_dir = Path(resolved.get("base_dir") or base_dir)
+        source = Path(data.get("config_path") or path)
+        data = data["config"]
+    cfg = config_from_dict(data, where=str(path))
+    return cfg.with_base_dir(base_dir, source)
+
+
+def save_config(config: RunConfig, path: str | Path) -> Path:
+    """Write a config as JSON (atomically).  Paths are written as given."""
+    from .record import atomic_write_text
+
+    return atomic_write_text(Path(path), config.to_json() + "\n")

@@ -1,0 +1,115 @@
+"""The ``opsef`` command: run, plan, info, evaluate, demo, help and error handling."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from opsef_core.cli import main
+
+
+def _dataset(root: Path, n=2):
+    rng = np.random.default_rng(1)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    yy, xx = np.mgrid[:48, :48]
+    for k in range(n):
+        lab = np.zeros((48, 48), np.uint16)
+        for i, (cy, cx) in enumerate([(12, 12), (12, 34), (34, 20 + 4 * k)], start=1):
+            lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= 25] = i
+        img = (100 + 900 * (lab > 0) + rng.normal(0, 15, lab.shape)).astype(np.uint16)
+        tifffile.imwrite(root / "images" / f"im{k}.tif", img, imagej=True, resolution=(2.0, 2.0),
+                         metadata={"unit": "um", "axes": "YX"})
+        tifffile.imwrite(root / "labels" / f"im{k}.tif", lab)
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    _dataset(tmp_path / "data")
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({
+        "inputs": {"path": "data/images", "ground_truth": "data/labels"},
+        "pipelines": [{"name": "raw", "steps": []}],
+        "segmenters": [{"name": "classical", "backend": "classical", "sweep": {"h": [1.0, 2.0]}}],
+        "outputs": {"overlays": False, "montage": False},
+    }))
+    return path
+
+
+def test_plan_prints_the_table(cfg, capsys):
+    assert main(["plan", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "p1-raw__s1-classical_h1" in out and "p1-raw__s2-classical_h2" in out
+    assert out.strip().splitlines()[-1] == "2 images x 2 combinations = 4 items"
+
+
+@pytest.mark.slow
+def test_run_prints_run_folder_last_and_rerun_from_record(cfg, tmp_path, capsys):
+    assert main(["run", str(cfg), "--out", str(tmp_path / "runs"), "--limit", "1", "--workers", "2"]) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run.parent == tmp_path / "runs" and (run / "summary.csv").is_file()
+    assert sorted(p.name for p in (run / "labels").iterdir()) == [
+        "im0__p1-raw__s1-classical_h1.tif", "im0__p1-raw__s2-classical_h2.tif"]
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["command_line"][:2] == ["opsef", "run"] and rec["config"]["inputs"]["limit"] == 1
+    assert rec["execution"] == {"workers": 2, "scheduler": None}
+    # repeating the recorded run writes a new folder with identical labels
+    assert main(["run", str(run / "run.json"), "--out", str(tmp_path / "runs")]) == 0
+    run2 = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run2 != run
+    for f in (run / "labels").iterdir():
+        np.testing.assert_array_equal(tifffile.imread(f), tifffile.imread(run2 / "labels" / f.name))
+
+
+def test_typo_in_config_exits_2_with_one_line(cfg, capsys):
+    data = json.loads(cfg.read_text())
+    data["segmenters"][0]["sweep"] = {"hh": [1]}
+    cfg.write_text(json.dumps(data))
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert str(cfg) in err[0] and "segmenters[0].sweep.hh" in err[0] and "did you mean 'h'?" in err[0]
+
+
+def test_console_script_errors_are_one_line(tmp_path):
+    exe = Path(sys.executable).with_name("opsef")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "opsef_core.cli"]
+    res = subprocess.run(cmd + ["plan", str(tmp_path / "missing.json")], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [f"opsef: error: {tmp_path / 'missing.json'}: config file not found"]
+
+
+def test_info_and_evaluate(cfg, tmp_path, capsys):
+    img = tmp_path / "data" / "images" / "im0.tif"
+    assert main(["info", str(img)]) == 0
+    out = capsys.readouterr().out
+    assert "48" in out and "uint16" in out
+    gt = tmp_path / "data" / "labels"
+    assert main(["evaluate", "--pred", str(gt), "--gt", str(gt), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["per_image"]) == 2 and all(r["f1@0.5"] == 1.0 for r in data["per_image"])
+    assert main(["evaluate", "--pred", str(tmp_path / "nope"), "--gt", str(gt)]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_demo_uses_env_config_and_help(cfg, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPSEF_DEMO_CONFIG", str(cfg))
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run.parent == tmp_path / "d" and (run / "metrics.csv").is_file()
+    monkeypatch.setenv("OPSEF_DEMO_CONFIG", str(tmp_path / "none.json"))
+    assert main(["demo"]) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ex:
+        main(["--help"])
+    assert ex.value.code == 0
+    out = capsys.readouterr().out
+    assert all(c in out for c in ("run", "plan", "info", "evaluate", "demo"))
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert "--resume" in out and "--workers" in out and "--scheduler" in out and "--limit" in out

@@ -1,0 +1,268 @@
+"""The run engine: plan, one run end to end, reuse of passes, resume, re-run, failures, folders."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from opsef_core.config import config_from_dict, load_config
+from opsef_core.errors import RunFolderError
+from opsef_core.run import create_run_folder, execute, plan, plan_items
+from opsef_core.segment import get_segmenter
+
+PIXEL = 0.5
+
+
+def _discs(rng, shape=(64, 64), n=5, r=5):
+    """A noisy fluorescence-like image with ``n`` separated discs, and its truth labels."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.uint16)
+    centres = []
+    while len(centres) < n:
+        c = rng.integers(r + 2, np.array(shape) - r - 2)
+        if all(np.hypot(*(c - d)) > 2 * r + 4 for d in centres):
+            centres.append(c)
+    for i, (cy, cx) in enumerate(centres, start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+    img = 100 + 800 * (labels > 0) + rng.normal(0, 20, shape)
+    return np.clip(img, 0, None).astype(np.uint16), labels
+
+
+def make_dataset(root: Path, n_images=2, corrupt=False, seed=0):
+    """``root/images/*.tif`` (calibrated ImageJ TIFFs) and ``root/labels/*.tif``."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    truths = {}
+    for k in range(n_images):
+        img, lab = _discs(rng, n=4 + k)
+        res = (1 / PIXEL, 1 / PIXEL)
+        tifffile.imwrite(root / "images" / f"img_{k}.tif", img, imagej=True, resolution=res,
+                         metadata={"unit": "um", "axes": "YX"})
+        tifffile.imwrite(root / "labels" / f"img_{k}.tif", lab, imagej=True, resolution=res,
+                         metadata={"unit": "um", "axes": "YX"})
+        truths[f"img_{k}"] = lab
+    if corrupt:
+        (root / "images" / "img_bad.tif").write_bytes(b"II*\x00" + b"\x00garbage" * 10)
+    return truths
+
+
+def make_config(root: Path, **changes) -> Path:
+    cfg = {
+        "inputs": {"path": "data/images", "ground_truth": "data/labels"},
+        "pipelines": [
+            {"name": "raw", "steps": []},
+            {"name": "median", "steps": [{"name": "median", "params": {"radius": 1}}]},
+        ],
+        "segmenters": [{"name": "classical", "backend": "classical",
+                        "params": {"sigma": 1.0, "min_size": 10}, "sweep": {"h": [1.0, 3.0]}}],
+        "postprocess": {"min_size": 30},
+        "outputs": {"rois": True},
+        "evaluation": {"thresholds": [0.5, 0.75]},
+    }
+    cfg.update(changes)
+    path = root / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+class Spy:
+    """Counts network passes and decodings of the classical backend (and can interrupt)."""
+
+    def __init__(self, monkeypatch, interrupt_on_predict=None):
+        self.predict = 0
+        self.decode = 0
+        seg = get_segmenter("classical")
+        orig_predict, orig_decode = type(seg).predict, type(seg).decode
+
+        def predict(this, image, params):
+            self.predict += 1
+            if interrupt_on_predict is not None and self.predict == interrupt_on_predict:
+                raise KeyboardInterrupt
+            return orig_predict(this, image, params)
+
+        def decode(this, pred, image, params):
+            self.decode += 1
+            return orig_decode(this, pred, image, params)
+
+        monkeypatch.setattr(type(seg), "predict", predict)
+        monkeypatch.setattr(type(seg), "decode", decode)
+
+
+@pytest.fixture
+def project(tmp_path):
+    truths = make_dataset(tmp_path / "data")
+    return tmp_path, make_config(tmp_path), truths
+
+
+def test_plan_items_and_combinations(project):
+    root, cfg_path, _ = project
+    cfg = load_config(cfg_path)
+    combos = plan(cfg)
+    assert [c.id for c in combos] == [
+        "p1-raw__s1-classical_h1", "p1-raw__s2-classical_h3",
+        "p2-median__s1-classical_h1", "p2-median__s2-classical_h3"]
+    # h is a decoding parameter: both settings share one network key
+    assert len({c.network_key for c in combos}) == 1
+    items = plan_items(cfg)
+    assert [i.id for i in items] == ["img_0", "img_1"]
+    assert all(Path(i.ground_truth).parent == (root / "data" / "labels").resolve() for i in items)
+
+
+@pytest.mark.slow
+def test_run_end_to_end_writes_every_file(project, monkeypatch):
+    root, cfg_path, truths = project
+    spy = Spy(monkeypatch)
+    run = execute(cfg_path, out=root / "runs", progress=False)
+    assert run.parent == root / "runs" and run.name.startswith("cfg-")
+    # one network pass per image and pipeline, one decoding per setting
+    assert spy.predict == 2 * 2 and spy.decode == 2 * 4
+
+    combos = [c.id for c in plan(load_config(cfg_path))]
+    for image, truth in truths.items():
+        for cid in combos:
+            lab = tifffile.imread(run / "labels" / f"{image}__{cid}.tif")
+            assert lab.dtype == np.uint16 and lab.shape == truth.shape
+            filt = tifffile.imread(run / "labels_filtered" / f"{image}__{cid}.tif")
+            assert set(np.unique(filt)) <= set(np.unique(lab))
+            assert (run / "overlays" / f"{image}__{cid}.png").stat().st_size > 0
+            assert (run / "rois" / f"{image}__{cid}.zip").is_file()
+        assert (run / "montage" / f"{image}.png").is_file()
+        # calibration travels with the labels
+        with tifffile.TiffFile(run / "labels" / f"{image}__{combos[0]}.tif") as tf:
+            xres = tf.pages[0].tags["XResolution"].value
+            assert xres[0] / xres[1] == pytest.approx(1 / PIXEL)
+
+    summary = pd.read_csv(run / "summary.csv")
+    assert len(summary) == 2 * 4 and set(summary["status"]) == {"done"}
+    assert {"image", "combination", "pipeline", "segmenter", "params", "n_objects", "t_network_s",
+            "t_decode_s", "status", "error"} <= set(summary.columns)
+    # the raw pipeline finds exactly the separated discs of the truth
+    raw = summary[summary["pipeline"] == "raw"]
+    for _, row in raw.iterrows():
+        assert row["n_objects"] == truths[row["image"]].max()
+
+    meas = pd.read_csv(run / "measurements.csv")
+    assert {"image", "pipeline", "segmenter", "combination", "params", "param_h", "label", "area"} <= set(meas.columns)
+    assert len(meas) == summary["n_objects_filtered"].sum()
+    # areas are in µm² (0.25 µm² per pixel): a radius-5 disc has 81 pixels
+    assert meas["area"].median() == pytest.approx(81 * PIXEL**2, rel=0.15)
+
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert len(metrics) == 2 * 4
+    assert {"f1@0.5", "precision@0.75", "recall@0.5", "accuracy@0.5", "aji"} <= set(metrics.columns)
+    raw_m = metrics[metrics["pipeline"] == "raw"]
+    assert (raw_m["f1@0.5"] == 1.0).all()
+    ranking = pd.read_csv(run / "ranking.csv")
+    assert len(ranking) == 4 and ranking["rank"].min() == 1
+    assert (run / "ranking.png").stat().st_size > 0
+
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["kind"] == "opsef-run-record"
+    assert rec["config"]["inputs"]["path"] == "data/images"  # as given
+    assert rec["resolved_paths"]["inputs.path"] == str((root / "data" / "images").resolve())
+    assert rec["packages"]["numpy"] == np.__version__
+    files = {Path(f["path"]).name + f["role"]: f for f in rec["inputs"]}
+    img0 = root / "data" / "images" / "img_0.tif"
+    assert files["img_0.tifinput"]["sha256"] == hashlib.sha256(img0.read_bytes()).hexdigest()
+    assert files["img_0.tifinput"]["size"] == img0.stat().st_size
+    assert [it["status"] for it in rec["items"]] == ["done", "done"]
+    assert rec["models"] and rec["models"][0]["backend"] == "classical"
+    assert rec["started"].endswith("+00:00") and rec["finished"] >= rec["started"]
+    assert len(rec["combinations"]) == 4
+    # a second run never overwrites the first
+    run2 = execute(cfg_path, out=root / "runs", progress=False)
+    assert run2 != run and run.is_dir() and run2.is_dir()
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_items(project, monkeypatch):
+    root, cfg_path, _ = project
+    cfg = load_config(cfg_path).copy_with(pipelines=[{"name": "raw", "steps": []}], outputs={"overlays": False},
+                                          postprocess=None)
+    spy = Spy(monkeypatch, interrupt_on_predict=2)  # dies on the second image
+    with pytest.raises(KeyboardInterrupt):
+        execute(cfg, out=root / "runs", progress=False)
+    run = next((root / "runs").iterdir())
+    assert (run / "items" / "img_0.json").is_file() and not (run / "items" / "img_1.json").exists()
+    assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+    marker = (run / "items" / "img_0.json").stat().st_mtime_ns
+
+    spy2 = Spy(monkeypatch)
+    again = execute(None, resume=run, progress=False)
+    assert again == run
+    assert spy2.predict == 1 and spy2.decode == 2  # only the unfinished image
+    assert (run / "items" / "img_0.json").stat().st_mtime_ns == marker
+    summary = pd.read_csv(run / "summary.csv")
+    assert sorted(summary["image"].unique()) == ["img_0", "img_1"] and set(summary["status"]) == {"done"}
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["status"] == "completed" and len(rec["resumed"]) == 1
+    # resuming a finished run does no work at all
+    spy3 = Spy(monkeypatch)
+    execute(None, resume=run, progress=False)
+    assert spy3.predict == 0
+    with pytest.raises(RunFolderError):
+        execute(None, resume=root)
+
+
+@pytest.mark.slow
+def test_rerun_from_run_json_gives_identical_labels(project, tmp_path, monkeypatch):
+    root, cfg_path, _ = project
+    cfg = load_config(cfg_path).copy_with(outputs={"overlays": False, "montage": False, "measurements": False})
+    run1 = execute(cfg, out=root / "runs", progress=False)
+    monkeypatch.chdir(tmp_path / "data")  # relative paths resolve against the original config's folder
+    recorded = load_config(run1 / "run.json")
+    assert recorded.model_dump() == cfg.model_dump()
+    run2 = execute(recorded, out=root / "runs", progress=False)
+    assert run2 != run1
+    names = sorted(p.name for p in (run1 / "labels").iterdir())
+    assert names == sorted(p.name for p in (run2 / "labels").iterdir()) and len(names) == 8
+    for n in names:
+        np.testing.assert_array_equal(tifffile.imread(run1 / "labels" / n), tifffile.imread(run2 / "labels" / n))
+
+
+@pytest.mark.slow
+def test_corrupt_input_is_recorded_and_others_complete(tmp_path):
+    make_dataset(tmp_path / "data", corrupt=True)
+    cfg = load_config(make_config(tmp_path)).copy_with(
+        pipelines=[{"name": "raw", "steps": []}], outputs={"overlays": False, "montage": False})
+    run = execute(cfg, out=tmp_path / "runs", progress=False)
+    summary = pd.read_csv(run / "summary.csv")
+    bad = summary[summary["image"] == "img_bad"]
+    assert len(bad) == 2 and set(bad["status"]) == {"failed"}
+    assert bad["error"].str.contains("img_bad.tif").all()
+    assert set(summary[summary["image"] != "img_bad"]["status"]) == {"done"}
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["status"] == "completed_with_errors"
+    status = {it["id"]: it for it in rec["items"]}
+    assert status["img_bad"]["status"] == "failed" and "img_bad.tif" in status["img_bad"]["error"]
+    assert status["img_0"]["status"] == status["img_1"]["status"] == "done"
+    assert len(pd.read_csv(run / "metrics.csv")) == 4
+
+
+def test_run_folders_are_never_reused(tmp_path):
+    from datetime import datetime
+
+    now = datetime(2024, 1, 2, 3, 4, 5)
+    a = create_run_folder(tmp_path, "demo", now=now)
+    (a / "keep.txt").write_text("x")
+    b = create_run_folder(tmp_path, "demo", now=now)
+    c = create_run_folder(tmp_path, "demo", now=now)
+    assert [p.name for p in (a, b, c)] == ["demo-20240102-030405", "demo-20240102-030405-2",
+                                          "demo-20240102-030405-3"]
+    assert (a / "keep.txt").read_text() == "x"
+
+
+def test_bad_inputs_fail_before_creating_a_run(tmp_path):
+    from opsef_core.errors import InputFileError
+
+    cfg = config_from_dict({"inputs": {"path": "nowhere"}, "pipelines": [{"name": "raw"}],
+                            "segmenters": [{"name": "c", "backend": "classical"}]})
+    cfg.with_base_dir(tmp_path)
+    with pytest.raises(InputFileError, match="nowhere"):
+        execute(cfg, out=tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs").exists()
