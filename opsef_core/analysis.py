@@ -17,35 +17,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
+from .viz import save_figure
 
 __all__ = ["scatter", "pca", "tsne", "cluster", "save_figure"]
 
 log = logging.getLogger(__name__)
-
-
-def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Write a matplotlib figure as PNG atomically (temporary file, then rename).
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-        The figure.
-    path : str or Path
-        Target file; parent folders are created.
-    dpi : int
-        Resolution.
-
-    Returns
-    -------
-    Path
-        The written file.
-    """
-    from .io import atomic_write
-
-    path = Path(path)
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=dpi)
-    return path
 
 
 def _matrix(

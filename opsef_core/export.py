@@ -37,6 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import AxesError, ConfigError, EmptyFolderError, InputFileError
+from .io.atomic import atomic_write
 
 __all__ = [
     "labels_to_rois",
@@ -51,13 +52,6 @@ log = logging.getLogger(__name__)
 
 _NAME_2D = re.compile(r"^(\d+)$")
 _NAME_3D = re.compile(r"^(\d+)-(\d+)$")
-
-
-def _atomic_write(path: str | Path, mode: str = "wb"):
-    """``opsef_core.io.atomic_write``: temporary file next to ``path``, renamed on success."""
-    from .io import atomic_write
-
-    return atomic_write(path, mode)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +175,7 @@ def write_roi_zip(path: str | Path, labels: np.ndarray, c: int | None = None, t:
             k = seen[roi.name] = seen.get(roi.name, 0) + 1
             entry = roi.name if k == 1 else f"{roi.name}_part{k}"
             zf.writestr(f"{entry}.roi", roi.tobytes())
-    with _atomic_write(path) as fh:
+    with atomic_write(path) as fh:
         fh.write(buf.getvalue())
     log.info("wrote %d ROIs to %s", len(rois), path)
     return path
@@ -315,7 +309,7 @@ def _image_for_imagej(image: np.ndarray) -> np.ndarray:
 def _write_tiff(path: Path, data: np.ndarray, axes: str) -> Path:
     import tifffile
 
-    with _atomic_write(path) as fh:
+    with atomic_write(path) as fh:
         tifffile.imwrite(fh, data, imagej=True, metadata={"axes": axes})
     return path
 

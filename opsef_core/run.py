@@ -23,8 +23,8 @@ are retried).
 
 :func:`run_item` is a pure function of (config, item, combinations, run
 folder) returning a JSON-serialisable dict, so items can be distributed (e.g.
-with ``dask.distributed``'s ``client.map``): :func:`_map_items` is the one place
-to change for that; it runs serially today.
+with ``dask.distributed``): :func:`_map_items` runs them serially, or on a
+local dask cluster / a remote scheduler (``workers`` > 1 or ``scheduler``).
 """
 
 from __future__ import annotations
@@ -591,9 +591,9 @@ def _overlay_rgb(display: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     import matplotlib.image as mimage
 
-    from .record import _atomic
+    from .io import atomic_write
 
-    with _atomic(path, "wb") as fh:
+    with atomic_write(path, "wb") as fh:
         mimage.imsave(fh, rgb, format="png")
 
 
@@ -605,21 +605,37 @@ def _finish_item(run_dir: Path, result: dict, write_json: Callable) -> dict:
 
 # ---------------------------------------------------------------------- execution
 def _map_items(func: Callable[[Item], dict], items: list[Item], workers: int, scheduler: str | None,
-               progress: bool) -> Iterator[dict]:
+               progress: bool, lost: Callable[[Item, str], dict] | None = None) -> Iterator[dict]:
     """Run ``func`` on every item and yield results as they finish.
 
-    This is the seam for distributed execution: with a dask scheduler
-    (``scheduler``) or several workers, submit ``run_item`` per item with
-    ``client.map`` / ``as_completed`` (the run folder must be on storage all
-    workers share).  Today items run serially in this process.
+    Serially in this process for one worker and no scheduler; otherwise on
+    dask (:mod:`opsef_core.distributed`): a local cluster of ``workers``
+    processes, or the running scheduler at ``scheduler`` (the run folder and
+    inputs must then be on storage all workers share).  Each worker process
+    keeps its own segmenter instances, so a model loads once per worker.
+    ``func`` catches an image's errors itself; an item whose worker is lost
+    becomes ``lost(item, message)`` (a failed result).
     """
     from tqdm.auto import tqdm
 
-    if workers > 1 or scheduler:
-        logger.warning("workers=%s scheduler=%s requested: items run serially in this version",
-                       workers, scheduler)
-    for it in tqdm(items, desc="images", unit="image", disable=not progress):
-        yield func(it)
+    if ((workers or 1) <= 1 or len(items) <= 1) and not scheduler:  # no cluster for one image
+        for it in tqdm(items, desc="images", unit="image", disable=not progress):
+            yield func(it)
+        return
+    if not items:
+        return
+    from .distributed import get_client, iter_items
+
+    with get_client(workers=None if scheduler else min(int(workers), len(items)), scheduler=scheduler) as client:
+        for res in iter_items(func, items, client, progress=progress, desc="images"):
+            if res.ok:
+                yield res.value
+            else:
+                it = items[res.index]
+                logger.error("%s: lost on its dask worker: %s", it.id, res.error)
+                if lost is None:
+                    raise RunFolderError(f"item {it.id} failed on its dask worker: {res.error}")
+                yield lost(it, res.error)
 
 
 def _file_entry(path: str, role: str):
@@ -665,8 +681,9 @@ def execute(
     resume : str or Path, optional
         An existing run folder to finish: items with a done-marker are skipped.
     workers, scheduler : optional
-        Override ``execution.workers`` / ``execution.scheduler`` (accepted;
-        items currently run serially, see :func:`_map_items`).
+        Override ``execution.workers`` / ``execution.scheduler``: with more
+        than one worker or a scheduler address, images run on dask (see
+        :func:`_map_items`); results are identical to a serial run.
     progress : bool
         Show a progress bar over images.
     command_line : list of str, optional
@@ -747,8 +764,16 @@ def execute(
     def _one(it: Item) -> dict:
         return run_item(config, it, combos, run_dir)
 
+    def _lost(it: Item, msg: str) -> dict:
+        rows = [{"image": it.id, "combination": c.id, "pipeline": c.pipeline, "segmenter": c.segmenter,
+                 "backend": c.backend, "setting": c.setting_id, "status": "failed", "error": msg}
+                for c in combos]
+        return {"id": it.id, "image": it.id, "path": it.path, "status": "failed", "error": msg,
+                "summary": rows, "metrics": [], "measurements": None,
+                "counts": {"preprocess": 0, "network": 0, "decode": 0}}
+
     try:
-        for res in _map_items(_one, todo, workers, scheduler, progress):
+        for res in _map_items(_one, todo, workers, scheduler, progress, lost=_lost):
             results[res["id"]] = res
             st = record.item(res["id"])
             if st is None:

@@ -126,10 +126,10 @@ def overlay(
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG atomically (temporary file, then rename)."""
-    from .record import _atomic
+    from .io import atomic_write
 
     path = Path(path)
-    with _atomic(path, "wb") as fh:
+    with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
     return path
 

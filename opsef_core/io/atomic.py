@@ -16,6 +16,12 @@ __all__ = ["atomic_write"]
 logger = logging.getLogger(__name__)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None,
                  newline: str | None = None) -> Iterator[IO]:
@@ -59,6 +65,7 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
     kwargs = {} if mode == "wb" else {"encoding": encoding or "utf-8", "newline": newline}
     try:
         os.close(fd)  # reopen by name: some writers (tifffile) need a named file object
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         with open(tmp, mode, **kwargs) as fh:
             yield fh
             fh.flush()
