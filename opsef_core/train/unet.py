@@ -1,0 +1,361 @@
+"""Train opsef's PyTorch U-Net (``3class`` or ``distance``) on image/label pairs.
+
+Targets come from the instance labels:
+
+- ``3class``: background 0, boundary 1 (:func:`skimage.segmentation.find_boundaries`
+  with ``mode="inner"``), interior 2; loss = cross entropy weighted by inverse
+  class frequency (background dominates), weights normalised to mean 1, capped at 10;
+- ``distance``: per-object Chebyshev (chessboard) distance to the background
+  (:func:`scipy.ndimage.distance_transform_cdt`, each object alone, so touching
+  objects are separated); loss = mean squared error.
+
+Each epoch draws random patches (augmented with :func:`opsef_core.train.data.augment`)
+from the training images and computes the loss on whole validation images;
+the weights with the lowest validation loss are kept.  The model folder gets
+``config.json``, ``weights.pt`` (float16) and ``training.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..io.atomic import atomic_write
+from .data import Augmentation, TrainingPairs, augment, split_indices
+
+__all__ = ["train_unet", "train_demo_unet", "make_targets", "class_weights"]
+
+logger = logging.getLogger(__name__)
+
+
+def _per_object_cdt(labels: np.ndarray) -> np.ndarray:
+    """Chessboard distance of every object pixel to the nearest pixel outside that object."""
+    from scipy import ndimage as ndi
+
+    out = np.zeros(labels.shape, np.float32)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
+        m = labels[sl] == i
+        pad = np.pad(m, 1)
+        d = ndi.distance_transform_cdt(pad, metric="chessboard")[(slice(1, -1),) * m.ndim]
+        out[sl][m] = d[m]
+    return out
+
+
+def make_targets(labels: np.ndarray, variant: str) -> np.ndarray:
+    """Training target of one label image.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        Instance labels (``YX`` or ``ZYX``).
+    variant : {"3class", "distance"}
+
+    Returns
+    -------
+    ndarray
+        ``3class``: int64 classes (0 background, 1 boundary, 2 interior);
+        ``distance``: float32 chessboard distance (0 on background).
+    """
+    from skimage.segmentation import find_boundaries
+
+    labels = np.asarray(labels)
+    if variant == "3class":
+        t = (labels > 0).astype(np.int64) * 2
+        t[find_boundaries(labels, mode="inner") & (labels > 0)] = 1
+        return t
+    if variant == "distance":
+        return _per_object_cdt(labels.astype(np.int64))
+    raise ConfigError(f"unknown U-Net variant {variant!r}; use '3class' or 'distance'")
+
+
+def class_weights(targets: list[np.ndarray], n_classes: int = 3, cap: float = 10.0) -> np.ndarray:
+    """Inverse class frequencies over ``targets``, normalised to mean 1 and capped at ``cap``."""
+    counts = np.zeros(n_classes, np.float64)
+    for t in targets:
+        counts += np.bincount(t.ravel(), minlength=n_classes)[:n_classes]
+    w = counts.sum() / np.maximum(counts, 1.0) / n_classes
+    w = np.minimum(w / w.mean(), cap)
+    return (w / w.mean()).astype(np.float32)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("opsef-core", "torch", "numpy", "scikit-image", "scipy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _random_patch(img, tgt, patch, rng):
+    """A random crop of ``patch`` (reflect-padded when the image is smaller)."""
+    pads = [(0, max(0, p - s)) for p, s in zip(patch, tgt.shape)]
+    if any(p[1] for p in pads):
+        img = np.pad(img, pads, mode="reflect")
+        tgt = np.pad(tgt, pads, mode="constant")
+    start = [int(rng.integers(0, s - p + 1)) for s, p in zip(tgt.shape, patch)]
+    sl = tuple(slice(a, a + p) for a, p in zip(start, patch))
+    return img[sl], tgt[sl]
+
+
+def train_unet(
+    pairs: TrainingPairs,
+    out_dir: str | Path,
+    variant: Literal["3class", "distance"] = "3class",
+    dims: int = 2,
+    epochs: int = 40,
+    patch_size: int | tuple[int, ...] = 128,
+    batch_size: int = 8,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    augmentation: Augmentation | None = None,
+    early_stopping_patience: int = 10,
+    lr: float = 3e-3,
+    depth: int = 3,
+    filters: int = 16,
+    normalize: tuple[float, float] = (1.0, 99.8),
+    steps_per_epoch: int | None = None,
+    device: str = "auto",
+    max_time_s: float | None = None,
+) -> Path:
+    """Train a U-Net from scratch and write a model folder.
+
+    Parameters
+    ----------
+    pairs : TrainingPairs
+        Single-channel images (``YX`` for ``dims=2``, ``ZYX`` for ``dims=3``) and labels.
+    out_dir : path
+        Model folder to write (``config.json``, ``weights.pt``, ``training.json``).
+    variant : {"3class", "distance"}
+        Output head and loss (see the module docstring).
+    dims : {2, 3}
+        2D or 3D network.
+    epochs : int
+        Maximum number of epochs.
+    patch_size : int or tuple of int
+        Training patch edge (per spatial axis or one value); rounded up to a
+        multiple of ``2**depth``.
+    batch_size : int
+        Patches per optimisation step.
+    val_fraction : float
+        Fraction of pairs held out for validation (at least one; with a single
+        pair it is used for both).
+    seed : int
+        Seeds ``torch.manual_seed`` and ``numpy.random.default_rng``.
+    augmentation : Augmentation, optional
+        Augmentation options (defaults of :class:`Augmentation`).
+    early_stopping_patience : int
+        Stop after this many epochs without a lower validation loss.
+    lr : float
+        Adam learning rate (cosine-annealed to 5 % over ``epochs``).
+    depth, filters : int
+        Architecture (see :func:`opsef_core.unet.model.build_unet`).
+    normalize : (float, float)
+        Percentiles mapped to 0 and 1 (stored in the config and used at inference).
+    steps_per_epoch : int, optional
+        Default: enough patches to cover the training images once.
+    device : {"auto", "cpu", "cuda"}
+        Where to train.
+    max_time_s : float, optional
+        Stop after the epoch that exceeds this wall time (recorded in ``training.json``).
+
+    Returns
+    -------
+    pathlib.Path
+        The model folder.
+
+    Raises
+    ------
+    ConfigError
+        Bad variant, dims, or images that do not fit ``dims``.
+    """
+    import torch
+
+    from ..segment.device import resolve_device
+    from ..segment.unet_backend import normalize_percentile
+    from ..unet.io import save_unet
+    from ..unet.model import build_unet, count_parameters
+
+    t0 = time.perf_counter()
+    if variant not in ("3class", "distance"):
+        raise ConfigError(f"unknown U-Net variant {variant!r}; use '3class' or 'distance'")
+    if dims not in (2, 3):
+        raise ConfigError(f"dims must be 2 or 3, got {dims}")
+    if len(pairs) == 0:
+        raise ConfigError("no training pairs")
+    for img, lab, name in zip(pairs.images, pairs.labels, pairs.names):
+        if np.ndim(img) != dims or np.shape(img) != np.shape(lab):
+            raise ConfigError(f"training pair {name!r}: image shape {np.shape(img)} and labels "
+                              f"{np.shape(lab)} do not fit a {dims}D single-channel U-Net "
+                              "(select one channel when loading the pairs)")
+    aug = augmentation or Augmentation()
+    mult = 2 ** depth
+    patch = (patch_size,) * dims if isinstance(patch_size, int) else tuple(patch_size)
+    if len(patch) != dims:
+        raise ConfigError(f"patch_size {patch_size} does not have {dims} values")
+    patch = tuple(int(math.ceil(p / mult) * mult) for p in patch)
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    dev = resolve_device(device, "torch")
+    train_idx, val_idx = split_indices(len(pairs), val_fraction, seed)
+    images = [normalize_percentile(im, *normalize) for im in pairs.images]
+    targets = [make_targets(lab, variant) for lab in pairs.labels]
+    train_i = [images[i] for i in train_idx]
+    train_t = [targets[i] for i in train_idx]
+    if steps_per_epoch is None:
+        px = sum(t.size for t in train_t)
+        steps_per_epoch = max(1, int(math.ceil(px / np.prod(patch) / batch_size)))
+
+    net = build_unet(dims=dims, variant=variant, in_channels=1, depth=depth, filters=filters).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=lr * 0.05)
+    if variant == "3class":
+        weights = class_weights(train_t)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(dev))
+    else:
+        weights = None
+        loss_fn = torch.nn.MSELoss()
+
+    def to_batch(xs, ys):
+        x = torch.from_numpy(np.stack(xs)[:, None].astype(np.float32)).to(dev)
+        y = torch.from_numpy(np.stack(ys)).to(dev)
+        return x, (y.long() if variant == "3class" else y.float()[:, None])
+
+    def val_loss() -> float:
+        from ..unet.model import pad_to_multiple
+
+        net.eval()
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for i in val_idx:
+                x, _ = pad_to_multiple(images[i], mult, range(dims))
+                y, _ = pad_to_multiple(targets[i], mult, range(dims))
+                xb, yb = to_batch([x], [y])
+                total += float(loss_fn(net(xb), yb)) * targets[i].size
+                n += targets[i].size
+        return total / max(n, 1)
+
+    history, best, best_state, stale, stopped = [], math.inf, None, 0, "epochs"
+    logger.info("training %s %dD U-Net (%d parameters) on %d/%d pairs, %d steps/epoch, device %s",
+                variant, dims, count_parameters(net), len(train_idx), len(val_idx), steps_per_epoch, dev)
+    for epoch in tqdm(range(epochs), desc="U-Net epochs", leave=False):
+        net.train()
+        losses = []
+        for _ in range(steps_per_epoch):
+            xs, ys = [], []
+            for _ in range(batch_size):
+                k = int(rng.integers(len(train_i)))
+                x, y = _random_patch(train_i[k], train_t[k], patch, rng)
+                x, y = augment(x, y, rng, aug)
+                xs.append(x)
+                ys.append(y)
+            xb, yb = to_batch(xs, ys)
+            loss = loss_fn(net(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        sched.step()
+        vl = val_loss()
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": vl,
+                        "wall_s": round(time.perf_counter() - t0, 2)})
+        logger.info("epoch %d: train %.4f val %.4f", epoch + 1, history[-1]["train_loss"], vl)
+        if vl < best:
+            best, stale = vl, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= early_stopping_patience:
+                stopped = "early_stopping"
+                break
+        if max_time_s is not None and time.perf_counter() - t0 > max_time_s:
+            stopped = "max_time_s"
+            break
+
+    out_dir = Path(out_dir)
+    wall = time.perf_counter() - t0
+    params = {"variant": variant, "dims": dims, "epochs": epochs, "patch_size": list(patch),
+              "batch_size": batch_size, "val_fraction": val_fraction, "seed": seed,
+              "augmentation": aug.model_dump(mode="json"), "early_stopping_patience": early_stopping_patience,
+              "lr": lr, "depth": depth, "filters": filters, "normalize": list(normalize),
+              "steps_per_epoch": steps_per_epoch, "device": dev, "max_time_s": max_time_s}
+    record = {
+        "params": params,
+        "train_names": [pairs.names[i] for i in train_idx],
+        "val_names": [pairs.names[i] for i in val_idx],
+        "class_weights": None if weights is None else weights.tolist(),
+        "history": history,
+        "best_epoch": int(np.argmin([h["val_loss"] for h in history]) + 1),
+        "best_val_loss": best,
+        "stopped_by": stopped,
+        "wall_time_s": round(wall, 2),
+        "n_parameters": count_parameters(net),
+        "versions": _versions(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    config = {"format": "opsef-unet", "format_version": 1, "variant": variant, "dims": dims,
+              "depth": depth, "filters": filters, "in_channels": 1,
+              "classes": ["background", "boundary", "interior"] if variant == "3class" else ["distance"],
+              "normalize": list(normalize),
+              "training": {k: record[k] for k in ("best_epoch", "best_val_loss", "wall_time_s", "train_names",
+                                                  "val_names", "finished")} | {"seed": seed}}
+    save_unet(out_dir, best_state, config)
+    with atomic_write(out_dir / "training.json", "w") as fh:
+        json.dump(record, fh, indent=2)
+    logger.info("wrote %s (best epoch %d, val loss %.4f, %.0f s)", out_dir, record["best_epoch"], best, wall)
+    return out_dir
+
+
+def _demo_pairs(folder: Path) -> TrainingPairs:
+    """The nuclei2d demo pairs (read with :func:`load_pairs` when opsef's readers are available)."""
+    from .data import load_pairs
+
+    try:
+        return load_pairs(folder / "images", folder / "labels")
+    except ImportError:  # opsef_core.io readers missing: the demo files are plain YX TIFFs
+        import tifffile
+
+        files = sorted((folder / "images").glob("*.tif"))
+        return TrainingPairs([tifffile.imread(f) for f in files],
+                             [tifffile.imread(folder / "labels" / f.name) for f in files],
+                             [f.stem for f in files])
+
+
+DEMO_TRAINING = dict(variant="3class", dims=2, epochs=30, patch_size=96, batch_size=8, val_fraction=0.25,
+                     seed=0, early_stopping_patience=30, lr=5e-3, depth=3, filters=8,
+                     steps_per_epoch=6, device="cpu")
+
+
+def train_demo_unet(repo_root: str | Path) -> Path:
+    """Train the bundled demo model ``models/unet2d_demo`` (3class, 2D) on ``demo_data/nuclei2d``.
+
+    Parameters
+    ----------
+    repo_root : path
+        Repository root holding ``demo_data/`` and ``models/``.
+
+    Returns
+    -------
+    pathlib.Path
+        The model folder.
+    """
+    repo_root = Path(repo_root)
+    pairs = _demo_pairs(repo_root / "demo_data" / "nuclei2d")
+    return train_unet(pairs, repo_root / "models" / "unet2d_demo", **DEMO_TRAINING)
