@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 _SEARCH: dict[str, list[Callable[[str], list[Path]]]] = {}
 _FETCH: dict[str, Callable[[str], Path | None]] = {}
 _HINTS: dict[str, str] = {}
-_CHECKSUMS: dict[tuple[str, float, int], str] = {}
+_CHECKSUMS: dict[tuple, str] = {}
 
 
 @dataclass(frozen=True)
@@ -111,20 +111,22 @@ def register_fetcher(backend: str, fetcher: Callable[[str], Path | None]) -> Non
 def file_checksum(path: str | Path) -> str:
     """SHA-256 of a file, or of a folder's files (relative names and contents, sorted).
 
-    Results are cached per (path, mtime, size), so repeated runs do not re-hash.
+    Results are cached per (path, each file's mtime and size), so repeated runs do not re-hash.
     """
     import hashlib
 
     path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime, stat.st_size)
-    if key in _CHECKSUMS:
-        return _CHECKSUMS[key]
-    h = hashlib.sha256()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     else:
         files = [path]
+    # key on every file's (name, mtime, size): a folder's own mtime does not change when a
+    # file inside it is rewritten
+    stats = tuple((f.as_posix(), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    key = (str(path.resolve()), stats)
+    if key in _CHECKSUMS:
+        return _CHECKSUMS[key]
+    h = hashlib.sha256()
     for f in files:
         if path.is_dir():
             h.update(f.relative_to(path).as_posix().encode())

@@ -54,6 +54,10 @@ class UNetParams(SegmenterParams):
         Channel to segment; required when the image has several channels.
     normalize : (float, float), optional
         Percentiles mapped to 0 and 1; None = those the model was trained with.
+    normalize_limits : (float, float), optional
+        Absolute intensities mapped to 0 and 1 instead of the ``normalize`` percentiles
+        of this image (tiled segmentation passes the whole image's percentiles here,
+        so every tile is normalised alike).
     tile : int or tuple of int, optional
         Tile edge length (per spatial axis, or one value for all) for tiled prediction.
     n_tiles : tuple of int, optional
@@ -79,6 +83,7 @@ class UNetParams(SegmenterParams):
     model: str = "unet2d_demo"
     channel: Union[int, str, None] = None
     normalize: Union[tuple[float, float], None] = None
+    normalize_limits: Union[tuple[float, float], None] = None
     tile: Union[int, tuple[int, ...], None] = None
     n_tiles: Union[tuple[int, ...], None] = None
     tile_overlap: int = Field(16, ge=0)
@@ -96,6 +101,13 @@ class UNetParams(SegmenterParams):
         if v is not None and not (0 <= v[0] < v[1] <= 100):
             raise ValueError(f"normalize percentiles must satisfy 0 <= low < high <= 100, got {v}")
         return v
+
+    @field_validator("normalize_limits")
+    @classmethod
+    def _check_limits(cls, v):
+        if v is not None and not float(v[0]) < float(v[1]):
+            raise ValueError(f"normalize_limits must be (low, high) with low < high, got {v}")
+        return v if v is None else (float(v[0]), float(v[1]))
 
     @field_validator("tile", "n_tiles")
     @classmethod
@@ -245,7 +257,7 @@ class UNetSegmenter(Segmenter):
 
     name = "unet"
     Params = UNetParams
-    network_fields = frozenset({"model", "channel", "normalize", "tile", "n_tiles", "tile_overlap", "device"})
+    network_fields = frozenset({"model", "channel", "normalize", "normalize_limits", "tile", "n_tiles", "tile_overlap", "device"})
 
     def model_key(self, params: UNetParams) -> str:
         """The loaded network depends on the model and the device only."""
@@ -274,6 +286,13 @@ class UNetSegmenter(Segmenter):
                 "depth": cfg["depth"], "filters": cfg["filters"]}
 
     # ------------------------------------------------------------------ network pass
+    def normalize_percentiles(self, params) -> tuple[float, float]:
+        """The percentiles mapped to 0 and 1: ``normalize``, or the model's training values."""
+        p = self.params(params)
+        if p.normalize is not None:
+            return tuple(p.normalize)
+        return tuple(float(v) for v in self.model(p).config["normalize"])
+
     def predict(self, image: Image, params: UNetParams) -> dict[str, np.ndarray]:
         """Run the network.
 
@@ -295,8 +314,11 @@ class UNetSegmenter(Segmenter):
         if m.dims == 3 and x.ndim != 3:
             raise SegmentationError(f"unet: model {p.model!r} is 3D but the image is {img.spatial_axes}",
                                     image.source)
-        low, high = p.normalize if p.normalize is not None else tuple(m.config["normalize"])
-        x = normalize_percentile(x, low, high)
+        if p.normalize_limits is not None:
+            lo, hi = p.normalize_limits
+            x = ((np.asarray(x, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32)
+        else:
+            x = normalize_percentile(x, *self.normalize_percentiles(p))
         if m.dims == 2 and x.ndim == 3:
             out = np.stack([self._run(m, x[z], p) for z in range(x.shape[0])], axis=1)
         else:

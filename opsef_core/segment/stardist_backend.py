@@ -1,0 +1,372 @@
+"""StarDist 2D/3D backend (stardist 0.9.2, TensorFlow imported lazily).
+
+The network pass (:meth:`StarDistSegmenter.predict`) returns the object
+probability and ray distances; decoding (:meth:`StarDistSegmenter.decode`) runs
+StarDist's non-maximum suppression and renders polygons/polyhedra with the
+requested ``prob_thresh``/``nms_thresh``.  Both use private methods of the
+pinned stardist version; they are wrapped in :func:`network_pass` and
+:func:`decode_instances` only, and a test checks that the decoded labels equal
+``model.predict_instances`` with the same thresholds.
+
+Models are found by :func:`opsef_core.models.resolve_model`: a path, the
+project's ``models/`` folder (``stardist2d_demo``, ``stardist3d_demo``), the
+Keras cache (``$KERAS_HOME/models/StarDist2D/<name>``, default
+``~/.keras``), and finally StarDist's own download of registered pretrained
+models (``2D_versatile_fluo``, ...), which fails fast without network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from ..errors import ModelNotFoundError, SegmentationError
+from ..image import Image
+from ..models import register_fetcher, register_search, resolve_model
+from .base import Segmenter, SegmenterParams, register_segmenter
+from .classical import select_channel
+
+__all__ = [
+    "StarDistParams",
+    "StarDistSegmenter",
+    "load_stardist_model",
+    "network_pass",
+    "decode_instances",
+    "keras_cache_dirs",
+]
+
+logger = logging.getLogger(__name__)
+
+_CLASSES = ("StarDist2D", "StarDist3D")
+
+
+class StarDistParams(SegmenterParams):
+    """Parameters of the StarDist backend.
+
+    Attributes
+    ----------
+    model : str
+        Model name (project ``models/`` folder, Keras cache, or a registered
+        pretrained StarDist model) or a path to a model folder.
+    prob_thresh, nms_thresh : float, optional
+        Object probability and non-maximum-suppression overlap thresholds;
+        None uses the model's ``thresholds.json``.
+    normalize : (float, float) or False
+        Percentiles mapped to 0 and 1 before prediction (csbdeep
+        ``normalize``), or False when the input is already normalised.
+    n_tiles : tuple of int, optional
+        Tiles per spatial axis; None picks them from the model's training
+        patch size (``model._guess_n_tiles``), 1 per axis for small inputs.
+    scale : float or tuple of float
+        Rescale factor applied (linear interpolation) before prediction; the
+        polygons/polyhedra are scaled back to the input size, as
+        ``predict_instances(scale=...)`` does.  One value or one per spatial axis.
+    channel : int or str, optional
+        Channel to segment; required for images with several channels.
+    device : {"auto", "cpu", "cuda"}
+        Where TensorFlow runs the network.
+    """
+
+    model: str = "2D_versatile_fluo"
+    prob_thresh: Union[float, None] = Field(None, ge=0, le=1)
+    nms_thresh: Union[float, None] = Field(None, ge=0, le=1)
+    normalize: Union[tuple[float, float], Literal[False]] = (1.0, 99.8)
+    n_tiles: Union[tuple[int, ...], None] = None
+    scale: Union[float, tuple[float, ...]] = 1.0
+    channel: Union[int, str, None] = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("normalize")
+    @classmethod
+    def _check_percentiles(cls, v):
+        if v is not False and not (0 <= v[0] < v[1] <= 100):
+            raise ValueError(f"normalize percentiles must satisfy 0 <= low < high <= 100, got {v}")
+        return v
+
+    @field_validator("n_tiles")
+    @classmethod
+    def _check_tiles(cls, v):
+        if v is not None and any(t < 1 for t in v):
+            raise ValueError(f"n_tiles must be >= 1, got {v}")
+        return v
+
+    @field_validator("scale")
+    @classmethod
+    def _check_scale(cls, v):
+        vals = (v,) if isinstance(v, (int, float)) else v
+        if any(s <= 0 for s in vals):
+            raise ValueError(f"scale must be > 0, got {v}")
+        return v
+
+
+# ----------------------------------------------------------------- model lookup
+def keras_cache_dirs() -> list[Path]:
+    """Keras cache roots where StarDist keeps downloaded models (``$KERAS_HOME``, ``~/.keras``)."""
+    roots = []
+    if os.environ.get("KERAS_HOME"):
+        roots.append(Path(os.environ["KERAS_HOME"]))
+    roots.append(Path("~/.keras").expanduser())
+    return list(dict.fromkeys(roots))
+
+
+def _cache_candidates(name: str) -> list[Path]:
+    """Model folders a StarDist download of ``name`` would create in the Keras caches.
+
+    A folder is returned only when it holds ``config.json``; otherwise the
+    ``config.json`` path is returned (it does not exist, so it is only listed as looked-at).
+    """
+    out = []
+    for root in keras_cache_dirs():
+        for cls in _CLASSES:
+            base = root / "models" / cls / name
+            for folder in (base / name, base / f"{name}_extracted", base):
+                out.append(folder if (folder / "config.json").exists() else folder / "config.json")
+    return out
+
+
+def _fetch_pretrained(name: str) -> Path | None:
+    """StarDist's own download path (``csbdeep.models.pretrained.get_model_folder``).
+
+    Returns None when ``name`` is not a registered pretrained StarDist model;
+    raises whatever the download raises (no network: a URL fetch error in
+    well under a second).
+    """
+    from csbdeep.models.pretrained import get_registered_models
+
+    from stardist.models import StarDist2D, StarDist3D
+
+    for cls in (StarDist2D, StarDist3D):
+        keys, aliases = get_registered_models(cls)
+        known = set(keys) | {a for names in aliases.values() for a in names}
+        if name in known:
+            from csbdeep.models.pretrained import get_model_folder
+
+            return Path(get_model_folder(cls, name))
+    return None
+
+
+register_search(
+    "stardist",
+    _cache_candidates,
+    hint="Put a StarDist model folder (config.json, thresholds.json, weights_best.h5) under the "
+    "project's models/ folder or give its path; pretrained models (2D_versatile_fluo, ...) need "
+    "network once, then live in the Keras cache ($KERAS_HOME or ~/.keras).",
+)
+register_fetcher("stardist", _fetch_pretrained)
+
+
+def _read_config(path: Path) -> dict:
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise ModelNotFoundError("not a StarDist model folder (no config.json)", path)
+    try:
+        return json.loads(cfg_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"unreadable StarDist config.json: {exc}", cfg_file) from None
+
+
+def load_stardist_model(spec: str | Path):
+    """Load a StarDist2D/StarDist3D model by name or path (2D/3D from its config).
+
+    Parameters
+    ----------
+    spec : str or Path
+        Anything :func:`opsef_core.models.resolve_model` accepts.
+
+    Returns
+    -------
+    stardist.models.StarDist2D or StarDist3D
+        Read-only model (``basedir`` None after loading).
+
+    Raises
+    ------
+    ModelNotFoundError
+        When the model cannot be found, has no config, or its weights fail to load.
+    """
+    resolved = resolve_model("stardist", spec)
+    path = resolved.path
+    cfg = _read_config(path)
+    from stardist.models import StarDist2D, StarDist3D
+
+    cls = StarDist3D if int(cfg.get("n_dim", 2)) == 3 else StarDist2D
+    weights = sorted(path.glob("*.h5")) + sorted(path.glob("*.hdf5"))
+    if not weights:
+        raise ModelNotFoundError("StarDist model folder holds no weights (*.h5)", path)
+    out = _io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):  # stardist prints while loading
+            model = cls(None, name=path.name, basedir=str(path.parent))
+    except Exception as exc:  # keras raises many types for bad weight files
+        raise ModelNotFoundError(f"cannot load StarDist model: {type(exc).__name__}: {exc}", path) from None
+    for line in out.getvalue().splitlines():
+        logger.info("stardist: %s", line)
+    model.basedir = None  # read-only: never write into the model folder
+    model.opsef_resolved = resolved
+    return model
+
+
+# ----------------------------------------------------------------- private-API wrappers
+def network_pass(model, x: np.ndarray, n_tiles: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """The network pass of a StarDist model: dense ``(prob, dist)`` at grid resolution.
+
+    Wraps ``model.predict`` (public) — kept next to :func:`decode_instances`
+    so that both halves of the split live in one place.
+    """
+    prob, dist = model.predict(x, n_tiles=n_tiles, show_tile_progress=False, verbose=0)[:2]
+    return prob, dist
+
+
+def decode_instances(model, shape: tuple, prob: np.ndarray, dist: np.ndarray,
+                     prob_thresh: float | None, nms_thresh: float | None,
+                     scale: dict | None = None) -> tuple[np.ndarray, dict]:
+    """Non-maximum suppression and rendering, as ``predict_instances`` does.
+
+    Calls the private ``model._instances_from_prediction`` of stardist 0.9.2
+    (the only place opsef uses it).
+
+    Parameters
+    ----------
+    model : StarDist2D or StarDist3D
+    shape : tuple
+        Spatial shape of the label image to render (the unscaled input).
+    prob, dist : ndarray
+        Output of :func:`network_pass`.
+    prob_thresh, nms_thresh : float or None
+        None = the model's thresholds.
+    scale : dict, optional
+        ``{"Y": sy, "X": sx[, "Z": sz]}`` when the input was rescaled before the pass.
+
+    Returns
+    -------
+    (ndarray, dict)
+        Labels (int32) and StarDist's details (points, prob, coord).
+    """
+    labels, details = model._instances_from_prediction(
+        tuple(shape), prob, dist, prob_thresh=prob_thresh, nms_thresh=nms_thresh, scale=scale)
+    return np.asarray(labels).astype(np.int32, copy=False), details
+
+
+# ----------------------------------------------------------------- backend
+@register_segmenter
+class StarDistSegmenter(Segmenter):
+    """StarDist2D/StarDist3D segmentation (see :class:`StarDistParams`)."""
+
+    name = "stardist"
+    Params = StarDistParams
+    network_fields = frozenset({"model", "normalize", "n_tiles", "scale", "channel", "device"})
+
+    def model_key(self, params: StarDistParams) -> str:
+        """The loaded model depends on the model spec only."""
+        return str(self.params(params).model)
+
+    def load_model(self, params: StarDistParams):
+        """Load the StarDist model named by ``params.model``."""
+        return load_stardist_model(self.params(params).model)
+
+    def describe_model(self, params) -> dict:
+        """Model identity for run records: resolved path, checksum, dims, rays, grid, thresholds."""
+        p = self.params(params)
+        resolved = resolve_model("stardist", p.model)
+        cfg = _read_config(resolved.path)
+        thr_file = resolved.path / "thresholds.json"
+        thresholds = json.loads(thr_file.read_text()) if thr_file.is_file() else None
+        return {
+            "backend": self.name,
+            **resolved.to_dict(),
+            "n_dim": cfg.get("n_dim"),
+            "n_rays": cfg.get("n_rays"),
+            "grid": cfg.get("grid"),
+            "anisotropy": cfg.get("anisotropy"),
+            "thresholds": thresholds,
+        }
+
+    # ------------------------------------------------------------- helpers
+    def _input(self, image: Image, p: StarDistParams, model) -> np.ndarray:
+        img = select_channel(image, p.channel, self.name)
+        n_dim = int(model.config.n_dim)
+        x = np.asarray(img.data)
+        if n_dim == 2 and x.ndim == 3 and x.shape[0] == 1:
+            x = x[0]
+        if x.ndim != n_dim:
+            raise SegmentationError(
+                f"stardist: model {p.model!r} is {n_dim}D but the image is {x.ndim}D "
+                f"(axes {img.axes}); use a {x.ndim}D model or select a plane/stack", image.source)
+        if int(model.config.n_channel_in) != 1:
+            raise SegmentationError(
+                f"stardist: model {p.model!r} expects {model.config.n_channel_in} channels; "
+                "only single-channel models are supported", image.source)
+        return x
+
+    def _scale(self, p: StarDistParams, ndim: int, source) -> tuple | None:
+        s = p.scale
+        vals = (float(s),) * ndim if isinstance(s, (int, float)) else tuple(float(v) for v in s)
+        if len(vals) != ndim:
+            raise SegmentationError(f"stardist: scale {s} needs one value per spatial axis ({ndim})", source)
+        return None if all(v == 1.0 for v in vals) else vals
+
+    # ------------------------------------------------------------- the two stages
+    def predict(self, image: Image, params: StarDistParams) -> dict[str, np.ndarray]:
+        """Normalise, rescale, run the network (``prob``, ``dist`` at grid resolution).
+
+        Returns
+        -------
+        dict
+            ``{"prob": ndarray, "dist": ndarray}``.
+        """
+        from scipy import ndimage as ndi
+
+        from .device import resolve_device
+
+        p = self.params(params)
+        model = self.model(p)
+        x = self._input(image, p, model)
+        if p.normalize is not False:
+            from csbdeep.utils import normalize
+
+            x = normalize(x, p.normalize[0], p.normalize[1], axis=None, dtype=np.float32)
+        else:
+            x = x.astype(np.float32, copy=False)
+        scale = self._scale(p, x.ndim, image.source)
+        if scale is not None:
+            x = ndi.zoom(x, scale, order=1)
+        if p.n_tiles is not None:
+            if len(p.n_tiles) != x.ndim:
+                raise SegmentationError(f"stardist: n_tiles {p.n_tiles} needs {x.ndim} values", image.source)
+            n_tiles = tuple(p.n_tiles)
+        else:
+            n_tiles = tuple(int(t) for t in model._guess_n_tiles(x))
+        device = resolve_device(p.device, framework="tensorflow")
+        import tensorflow as tf
+
+        logger.debug("stardist predict %s on %s, n_tiles=%s", x.shape, device, n_tiles)
+        with tf.device("/GPU:0" if device.startswith("cuda") else "/CPU:0"):
+            prob, dist = network_pass(model, x, n_tiles)
+        return {"prob": prob, "dist": dist}
+
+    def decode(self, prediction: dict[str, np.ndarray], image: Image, params: StarDistParams) -> np.ndarray:
+        """StarDist NMS + rendering at the thresholds of ``params``.
+
+        Returns
+        -------
+        ndarray of int32
+            Labels in the image's spatial shape.
+        """
+        p = self.params(params)
+        model = self.model(p)
+        full_shape = tuple(image.size(a) for a in image.spatial_axes)
+        shape = full_shape
+        if model.config.n_dim == 2 and len(shape) == 3 and shape[0] == 1:
+            shape = shape[1:]
+        scale = self._scale(p, len(shape), image.source)
+        scale_dict = None if scale is None else dict(zip("ZYX"[-len(shape):], scale))
+        labels, _ = decode_instances(model, shape, prediction["prob"], prediction["dist"],
+                                     p.prob_thresh, p.nms_thresh, scale_dict)
+        return labels.reshape(full_shape)
