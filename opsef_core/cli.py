@@ -106,17 +106,57 @@ def _execute(args: argparse.Namespace, config_path: Path | None) -> int:
     run_dir = execute(config, out=args.out, resume=getattr(args, "resume", None), workers=args.workers,
                       scheduler=args.scheduler, progress=not args.no_progress and sys.stderr.isatty(),
                       command_line=["opsef", *args.argv])
+    summary = ranking_summary(Path(run_dir))
+    if summary:
+        print(summary)
     print(run_dir)
     return 0
+
+
+def ranking_summary(run_dir: Path, top: int = 10) -> str:
+    """The best combinations of a run with ground truth, as printed after ``opsef run``.
+
+    Parameters
+    ----------
+    run_dir : Path
+        A run folder; its ``ranking.csv`` (written when ground truth exists) is read.
+    top : int
+        How many combinations to list.
+
+    Returns
+    -------
+    str
+        A small table (rank, pipeline, segmenter, parameters, mean and std of the ranking
+        metric over images), or ``""`` when the run has no ranking.
+    """
+    import pandas as pd
+
+    path = Path(run_dir) / "ranking.csv"
+    if not path.is_file():
+        return ""
+    table = pd.read_csv(path)
+    mean_cols = [c for c in table.columns if c.endswith("_mean")]
+    if table.empty or not mean_cols:
+        return ""
+    metric = mean_cols[0][: -len("_mean")]
+    shown = table.head(top)
+    lines = [f"best {len(shown)} of {len(table)} combinations by mean {metric} over images:"]
+    for _, row in shown.iterrows():
+        std = row.get(f"{metric}_std")
+        std_txt = "" if pd.isna(std) else f" +/- {std:.3f}"
+        label = " | ".join(str(row[c]) for c in ("pipeline", "segmenter", "params") if c in table.columns)
+        lines.append(f"  {int(row['rank']):>3}. {metric}={row[mean_cols[0]]:.3f}{std_txt}  {label}")
+    return "\n".join(lines)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="parent folder of the new run folder (default: ./runs)")
     p.add_argument("--workers", type=int, metavar="N", default=None,
-                   help="number of parallel workers (accepted; items run serially in this version)")
+                   help="run images on a local dask cluster of N worker processes")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
-                   help="dask scheduler address, e.g. tcp://host:8786 (accepted; runs serially for now)")
+                   help="run images on a running dask scheduler, e.g. tcp://host:8786 "
+                        "(a dask-jobqueue SLURMCluster's address on HPC)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -215,6 +255,7 @@ register_subcommand("evaluate", "match label images by file name against ground 
 register_subcommand("demo", "run the quickstart config on the bundled demo data; prints the run folder",
                     _args_demo, cmd_demo,
                     "Runs configs/demo.json (or $OPSEF_DEMO_CONFIG) and prints the run folder last.")
+from .train import cli as _train_cli  # noqa: E402,F401 - registers ``opsef train``
 
 
 # ---------------------------------------------------------------------- main
