@@ -1,0 +1,145 @@
+"""Shared helpers of the scaling benchmarks: a tile-wise synthetic nuclei image, child processes, RSS.
+
+The synthetic image is rendered tile by tile straight into a tiled TIFF, so the
+generator never holds more than one tile: nuclei sit on a jittered grid (cell
+26 px, centre jitter +-3 px, radius 5-8 px, 65 % of cells occupied), so every
+nucleus lies inside its own grid cell and each tile is rendered from the cell
+table alone.  Background 100 + Gaussian noise (sd 12), nuclei 350-900 with a
+soft edge, uint16.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CELL = 26
+
+
+def make_nuclei_tiff(path: str | Path, size: int, seed: int = 0, tile: int = 512) -> dict:
+    """Write a ``size`` x ``size`` synthetic nuclei image to a tiled TIFF, one tile at a time.
+
+    Parameters
+    ----------
+    path : path
+        Output ``.tif`` (written with tifffile, tiles of ``tile`` px, ImageJ-free plain TIFF).
+    size : int
+        Image side in pixels (multiple of ``tile``).
+    seed : int
+        Seed of ``numpy.random.default_rng``.
+    tile : int
+        TIFF tile side.
+
+    Returns
+    -------
+    dict
+        ``{"path", "shape", "n_nuclei", "seconds"}``.
+    """
+    import tifffile
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    n = -(-size // CELL)
+    present = rng.random((n, n)) < 0.65
+    cy = (np.arange(n)[:, None] * CELL + CELL / 2 + rng.uniform(-3, 3, (n, n))).astype(np.float32)
+    cx = (np.arange(n)[None, :] * CELL + CELL / 2 + rng.uniform(-3, 3, (n, n))).astype(np.float32)
+    rad = rng.uniform(5, 8, (n, n)).astype(np.float32)
+    amp = np.where(present, rng.uniform(250, 800, (n, n)), 0).astype(np.float32)
+
+    def tiles():
+        for ty in range(0, size, tile):
+            for tx in range(0, size, tile):
+                trng = np.random.default_rng([seed, ty, tx])
+                yy, xx = np.mgrid[ty:ty + tile, tx:tx + tile].astype(np.float32)
+                iy = np.minimum((yy // CELL).astype(int), n - 1)
+                ix = np.minimum((xx // CELL).astype(int), n - 1)
+                d = np.sqrt((yy - cy[iy, ix]) ** 2 + (xx - cx[iy, ix]) ** 2)
+                edge = np.clip((rad[iy, ix] - d) / 1.5 + 0.5, 0, 1)  # soft 1.5-px edge
+                img = 100 + amp[iy, ix] * edge + trng.normal(0, 12, (tile, tile)).astype(np.float32)
+                yield np.clip(img, 0, 65535).astype(np.uint16)
+
+    tifffile.imwrite(str(path), tiles(), shape=(size, size), dtype=np.uint16, tile=(tile, tile),
+                     metadata={"axes": "YX"})
+    return {"path": str(path), "shape": (size, size), "n_nuclei": int(present.sum()),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def child_peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``ru_maxrss``, Linux: KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(script: Path, args: list[str], timeout: float = 900) -> dict:
+    """Run ``python script args`` as its own process; it prints one JSON line last, returned as dict.
+
+    The child's own peak RSS (``rss_mb``) is in that JSON; ``children_rss_mb``
+    is ``RUSAGE_CHILDREN`` measured here (the max over children so far).
+    """
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=str(REPO))
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script.name} {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]
+    out = json.loads(line)
+    out["children_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return out
+
+
+def emit(result: dict) -> None:
+    """Print a child's result as the last JSON line of its stdout."""
+    result["rss_mb"] = round(child_peak_rss_mb(), 1)
+    print(json.dumps(result), flush=True)
+
+
+def f1_at_05(a, b) -> dict:
+    """Object-level F1 at IoU 0.5 between two label images (tp counted from sparse overlaps).
+
+    Matches at IoU > 0.5 are necessarily one-to-one, so no assignment problem
+    needs solving: tp = number of (a, b) object pairs with IoU > 0.5.
+    Works row block by row block on zarr/numpy inputs to bound memory.
+    """
+    a_area, b_area, inter = {}, {}, {}
+    for start in range(0, a.shape[0], 1024):
+        x = np.asarray(a[start:start + 1024]).astype(np.int64).ravel()
+        y = np.asarray(b[start:start + 1024]).astype(np.int64).ravel()
+        for lab, cnt in zip(*np.unique(x, return_counts=True)):
+            a_area[lab] = a_area.get(lab, 0) + int(cnt)
+        for lab, cnt in zip(*np.unique(y, return_counts=True)):
+            b_area[lab] = b_area.get(lab, 0) + int(cnt)
+        fg = (x > 0) & (y > 0)
+        keys, cnts = np.unique(x[fg] * (1 << 32) + y[fg], return_counts=True)
+        for k, c in zip(keys.tolist(), cnts.tolist()):
+            inter[k] = inter.get(k, 0) + c
+    tp = 0
+    for k, c in inter.items():
+        la, lb = k >> 32, k & 0xFFFFFFFF
+        if c / (a_area[la] + b_area[lb] - c) > 0.5:
+            tp += 1
+    na, nb = len(a_area) - (0 in a_area), len(b_area) - (0 in b_area)
+    return {"n_a": na, "n_b": nb, "tp": tp, "f1": round(2 * tp / (na + nb), 5) if na + nb else 1.0}
+
+
+def machine() -> str:
+    """One line: CPU model, cores, RAM, Python, date."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{model}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, Python {platform.python_version()}, "
+            f"{date.today().isoformat()}")

@@ -1,0 +1,402 @@
+"""Tiled segmentation of large images with any registered segmenter.
+
+:func:`segment_tiled_image` reads the input lazily (a path is opened with
+``io.read_image(..., lazy=True)``: dask over tifffile's zarr store; numpy,
+memmap, zarr and dask arrays are used as given), cuts it into overlapping
+tiles (:func:`opsef_core.tiling.plan_tiles`), runs the backend's network pass
+and decoding on one tile at a time and stitches the labels with
+:func:`opsef_core.tiling.stitch_labels`, optionally straight into a ``.zarr``
+store on disk, so peak memory depends on the tile size, not the image size.
+
+Overlap
+-------
+The overlap must exceed the largest object diameter, plus a context margin
+for learned models (their receptive field: 16-32 px is typical).  It is
+checked while stitching: objects owned by a tile whose extent reaches the
+overlap, and objects that touch a tile's outer border while spanning the
+whole overlap strip (so they may be cut in every tile), are counted and a
+``logging`` warning gives the counts.  It is never silent.
+
+Normalisation
+-------------
+Normalising each tile on its own percentiles stretches tiles with few
+objects (background noise becomes "objects" for a deep-learning model).  The
+backend's normalisation percentiles are therefore computed once, on a
+strided (downsampled) view of the whole image, and the same absolute limits
+are used for every tile:
+
+* a backend whose parameters have a ``normalize_limits`` field (absolute
+  intensities mapped to 0 and 1) gets the limits there;
+* a backend that accepts ``normalize=False`` ("input already normalised",
+  StarDist) gets tiles pre-normalised with the global limits;
+* any other backend normalises each tile itself: a warning says so, and
+  :func:`segment_tiled_image` with ``return_info=True`` reports
+  ``normalization="per-tile"``.
+
+The classical, Cellpose and U-Net backends take ``normalize_limits``; StarDist
+takes pre-normalised tiles.  An *automatic* threshold of the classical backend
+(Otsu, Li, ...) is still computed per tile: give a fixed ``threshold`` for
+results that do not depend on the tiling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, OpsefError, SegmentationError
+from .image import Image
+from .tiling import plan_tiles, stitch_labels
+
+__all__ = ["segment_tiled_image", "global_percentiles", "strided_sample"]
+
+logger = logging.getLogger(__name__)
+
+#: largest number of pixels read for the global normalisation statistics
+MAX_SAMPLE = 4_000_000
+
+
+def _load(image: Image | str | Path, scene, t, channel, backend: str) -> Image:
+    """Open a path lazily and select one time point and channel (spatial image)."""
+    from .errors import AxesError
+
+    if not isinstance(image, Image):
+        from .io import read_image
+
+        image = read_image(image, scene=scene, lazy=True)
+    try:
+        img = image.sel(t=t if "T" in image.axes else None)
+        if "C" in img.axes:
+            if channel is None:
+                if img.n_channels > 1:
+                    raise SegmentationError(
+                        f"tiled {backend}: the image has {img.n_channels} channels "
+                        f"{list(img.channel_names)}; choose one with channel=", image.source)
+                channel = 0
+            img = img.sel(c=channel)
+        elif channel not in (None, 0, "0"):
+            raise SegmentationError(
+                f"tiled {backend}: channel {channel!r} requested but the image has no C axis", image.source)
+    except AxesError as exc:
+        raise SegmentationError(f"tiled {backend}: {exc.message}", image.source) from None
+    if img.spatial_axes not in ("YX", "ZYX") or img.data.ndim != len(img.spatial_axes):
+        raise SegmentationError(f"tiled {backend}: unsupported axes {img.axes!r}", image.source)
+    return img
+
+
+def strided_sample(data: Any, max_pixels: int = MAX_SAMPLE, block_bytes: int = 64 * 2**20) -> np.ndarray:
+    """A strided (downsampled) in-memory view of a possibly lazy array.
+
+    Parameters
+    ----------
+    data : array-like
+        numpy, memmap, zarr or dask array.
+    max_pixels : int
+        Upper bound on the number of sampled pixels.
+    block_bytes : int
+        Size of the slabs (along the first axis) read at a time.
+
+    Returns
+    -------
+    ndarray
+        ``data[::s0, ::s1, ...]`` with the same stride on every axis,
+        chosen so that at most ``max_pixels`` pixels are kept.
+    """
+    shape = tuple(int(n) for n in data.shape)
+    total = int(np.prod(shape))
+    stride = 1
+    while total / stride ** len(shape) > max_pixels:
+        stride += 1
+    row_bytes = max(1, total // max(shape[0], 1)) * np.dtype(data.dtype).itemsize
+    rows = max(stride, (block_bytes // row_bytes) // stride * stride)
+    parts = []
+    for start in range(0, shape[0], rows):
+        block = np.asarray(data[start:min(start + rows, shape[0])])
+        parts.append(block[(slice(None, None, stride),) * block.ndim])
+    return np.concatenate(parts, axis=0)
+
+
+def global_percentiles(data: Any, percentiles: tuple[float, float],
+                       max_pixels: int = MAX_SAMPLE) -> tuple[float, float]:
+    """Intensity percentiles of a whole (possibly lazy) image, from a strided sample.
+
+    Parameters
+    ----------
+    data : array-like
+        Spatial image.
+    percentiles : (float, float)
+        Low and high percentiles (0..100).
+    max_pixels : int
+        Sample size bound (see :func:`strided_sample`).
+
+    Returns
+    -------
+    (float, float)
+        The intensities at those percentiles.
+    """
+    sample = strided_sample(data, max_pixels).astype(np.float32, copy=False)
+    lo, hi = np.percentile(sample, percentiles)
+    return float(lo), float(hi)
+
+
+def _normalization_plan(seg, params: dict, data, source) -> tuple[dict, tuple | None, str]:
+    """Decide how tiles are normalised; returns (params, pre-normalisation limits or None, mode)."""
+    fields = seg.Params.model_fields
+    pct = params.get("normalize", fields["normalize"].default if "normalize" in fields else None)
+    if "normalize_limits" in fields and params.get("normalize_limits") is not None:
+        return params, None, "fixed (given)"
+    if pct is None and hasattr(seg, "normalize_percentiles"):  # e.g. the U-Net's training percentiles
+        pct = seg.normalize_percentiles(params)
+    if not (isinstance(pct, (tuple, list)) and len(pct) == 2):
+        logger.warning("tiled %s: normalize=%r has no percentiles to fix globally; each tile is "
+                       "normalised by the backend itself", seg.name, pct)
+        return params, None, "per-tile"
+    if "normalize_limits" in fields:
+        lo, hi = global_percentiles(data, tuple(float(v) for v in pct))
+        logger.info("tiled %s: global normalisation limits %.4g..%.4g (percentiles %s)",
+                    seg.name, lo, hi, tuple(pct))
+        return {**params, "normalize_limits": (lo, hi)}, None, "global"
+    try:
+        seg.params({**params, "normalize": False})
+    except (ConfigError, OpsefError):
+        logger.warning(
+            "tiled %s: the backend takes no fixed normalisation limits, so every tile is normalised on its "
+            "own percentiles %s (tiles with few objects get stretched); image %s",
+            seg.name, tuple(pct), source)
+        return params, None, "per-tile"
+    lo, hi = global_percentiles(data, tuple(float(v) for v in pct))
+    logger.info("tiled %s: global normalisation limits %.4g..%.4g (percentiles %s)",
+                seg.name, lo, hi, tuple(pct))
+    return {**params, "normalize": False}, (lo, hi), "global"
+
+
+def _open_zarr_out(out: str | Path, shape: tuple, tiles) -> tuple[Any, Path, Path]:
+    """Create the output zarr array in a temporary sibling folder (renamed when complete)."""
+    import zarr
+
+    out = Path(out)
+    if out.suffix != ".zarr":
+        raise ConfigError(f"tiled output must be a .zarr folder, got {out}")
+    if out.exists():
+        raise ConfigError(f"tiled output {out} exists already; choose a new path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    inner = [max(s.stop - s.start for s in (t.inner[d] for t in tiles)) for d in range(len(shape))]
+    chunks = tuple(int(min(n, max(64, min(c, 1024)))) for n, c in zip(shape, inner))
+    arr = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype="int32", fill_value=0)
+    return arr, tmp, out
+
+
+class _WindowedOut:
+    """Write-back window over a zarr output: one tile's outer region is held in memory.
+
+    The stitcher reads and writes the output many times per tile; against a
+    zarr store each access is a chunk round trip, so the tile's region is
+    loaded once (:meth:`load`), edited in memory and written back once
+    (:meth:`flush`).  Accesses outside the window go to the store directly.
+    """
+
+    def __init__(self, arr):
+        self.arr = arr
+        self.shape = tuple(arr.shape)
+        self.dtype = arr.dtype
+        self.window = None
+        self.buf = None
+        self.dirty = False
+
+    def load(self, window: tuple) -> None:
+        self.flush()
+        self.window = window
+        self.buf = np.array(self.arr[window])
+
+    def flush(self) -> None:
+        if self.window is not None and self.dirty:
+            self.arr[self.window] = self.buf
+        self.dirty = False
+
+    def _local(self, key):
+        if self.window is None or not isinstance(key, tuple) or len(key) != len(self.shape):
+            return None
+        out = []
+        for k, w in zip(key, self.window):
+            if not isinstance(k, slice) or k.step not in (None, 1) or k.start < w.start or k.stop > w.stop:
+                return None
+            out.append(slice(k.start - w.start, k.stop - w.start))
+        return tuple(out)
+
+    def __getitem__(self, key):
+        local = self._local(key)
+        if local is not None:
+            return self.buf[local]
+        self.flush()
+        return self.arr[key]
+
+    def __setitem__(self, key, value) -> None:
+        local = self._local(key)
+        if local is not None:
+            self.buf[local] = value
+            self.dirty = True
+            return
+        self.flush()
+        self.arr[key] = value
+        if self.window is not None:
+            self.buf = np.array(self.arr[self.window])
+
+
+def segment_tiled_image(
+    image: Image | str | Path,
+    segmenter: str,
+    params: dict | None = None,
+    tile_shape: int | tuple = 1024,
+    overlap: int | tuple = 64,
+    channel: int | str | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+    *,
+    scene: int | str | None = None,
+    t: int = 0,
+    return_info: bool = False,
+):
+    """Segment a (large) image tile by tile with any backend and stitch the labels.
+
+    Parameters
+    ----------
+    image : Image or path
+        An :class:`Image` (numpy, memmap, zarr or dask data) or a file path,
+        opened lazily with ``io.read_image(path, lazy=True)``.
+    segmenter : str
+        Backend name (``classical``, ``stardist``, ``cellpose``, ``unet``, ...).
+    params : dict, optional
+        Backend parameters (validated by the backend; ``channel`` is taken
+        from here when ``channel`` is not given).
+    tile_shape : int or tuple
+        Largest tile (outer region) per spatial axis (``YX`` or ``ZYX``).
+    overlap : int or tuple
+        Context on each side of a tile; must exceed the largest object
+        diameter (plus a context margin for learned models).
+    channel : int or str, optional
+        Channel to segment (required for multi-channel images).
+    out : path, optional
+        A new ``.zarr`` folder: labels are written into it tile by tile
+        (temporary folder renamed when complete, so a failed run leaves no
+        partial output under that name).  Default: an in-memory int32 array.
+    progress : bool
+        Show a tqdm progress bar over tiles.
+    scene : int or str, optional
+        Scene of a multi-scene file (paths only).
+    t : int
+        Time point of a time series.
+    return_info : bool
+        Also return a dict with ``n_tiles``, ``normalization`` (``"global"``,
+        ``"fixed (given)"`` or ``"per-tile"``), ``limits``, ``n_objects``,
+        ``n_large`` (objects whose extent reaches the overlap) and
+        ``n_cut_candidates`` (border objects spanning the overlap strip).
+
+    Returns
+    -------
+    ndarray or zarr.Array
+        Stitched int32 labels in the image's spatial shape (a read-only
+        zarr array when ``out`` is given); ``(labels, info)`` with ``return_info``.
+
+    Raises
+    ------
+    SegmentationError
+        Unsupported axes, a missing channel choice, or a backend failure on a tile.
+    ConfigError
+        Bad tile shape/overlap, bad parameters, or an existing output path.
+    """
+    from scipy.ndimage import find_objects
+    from tqdm.auto import tqdm
+
+    from .segment import get_segmenter
+
+    seg = get_segmenter(segmenter)
+    params = dict(params or {})
+    if channel is None and params.get("channel") is not None:
+        channel = params["channel"]
+    if "channel" in seg.Params.model_fields:
+        params["channel"] = None
+    img = _load(image, scene, t, channel, seg.name)
+    shape = tuple(int(n) for n in img.data.shape)
+    tiles = plan_tiles(shape, tile_shape, overlap)
+    ov = tuple(int(o) for o in (overlap if not np.isscalar(overlap) else (overlap,) * len(shape)))
+    split = [len({tl.inner[d].start for tl in tiles}) > 1 for d in range(len(shape))]
+    seg.params(params)  # validate before any work
+    params, limits, mode = _normalization_plan(seg, params, img.data, img.source)
+    p = seg.params(params)
+    logger.info("tiled %s on %s %s: %d tiles of at most %s, overlap %s, normalisation %s",
+                seg.name, img.name, shape, len(tiles), tile_shape, overlap, mode)
+
+    stats = {"large": 0, "cut": 0, "objects": 0}
+
+    def check(tile, labels):
+        low_open = [o.start > 0 for o in tile.outer]
+        high_open = [o.stop < n for o, n in zip(tile.outer, shape)]
+        for sl in find_objects(labels):
+            if sl is None:
+                continue
+            ext = [s.stop - s.start for s in sl]
+            big = any(sp and e >= o for e, o, sp in zip(ext, ov, split))
+            touches = any((s.start == 0 and lo) or (s.stop == n and hi)
+                          for s, n, lo, hi in zip(sl, labels.shape, low_open, high_open))
+            if touches:
+                stats["cut"] += int(big)
+                continue
+            anchor = [(s.start + s.stop - 1) // 2 + o for s, o in zip(sl, tile.origin)]
+            if all(i.start <= a < i.stop for i, a in zip(tile.inner, anchor)):
+                stats["objects"] += 1
+                stats["large"] += int(big)
+
+    window = None  # set to a _WindowedOut for zarr output
+
+    def labels_iter():
+        for tile in tqdm(tiles, desc=f"tiles ({seg.name})", disable=not progress):
+            block = np.asarray(img.data[tile.outer])
+            if limits is not None:
+                lo, hi = limits
+                block = (block.astype(np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 1e-20))
+            tile_img = img.with_data(block, name=f"{img.name}_tile{'_'.join(map(str, tile.index))}")
+            try:
+                labels = np.asarray(seg.segment(tile_img, p))
+            except OpsefError:
+                raise
+            except Exception as exc:  # backend failure: name the image and tile
+                raise SegmentationError(f"tiled {seg.name}: tile {tile.index} failed "
+                                        f"({type(exc).__name__}: {exc})", img.source) from exc
+            check(tile, labels)
+            if window is not None:
+                window.load(tile.outer)  # also writes the previous tile's region back
+            yield labels
+
+    if out is None:
+        result = stitch_labels(tiles, labels_iter(), shape)
+    else:
+        arr, tmp, final = _open_zarr_out(out, shape, tiles)
+        try:
+            window = _WindowedOut(arr)
+            stitch_labels(tiles, labels_iter(), shape, out=window)
+            window.flush()
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        import zarr
+
+        result = zarr.open_array(str(final), mode="r")
+    if stats["large"] or stats["cut"]:
+        logger.warning(
+            "tiled %s on %s: %d object(s) reach the overlap %s and %d object(s) at tile borders span "
+            "the whole overlap strip: they may be cut or duplicated at seams; increase the overlap above "
+            "the largest object diameter (plus context)", seg.name, img.name, stats["large"], ov, stats["cut"])
+    if return_info:
+        info = {"n_tiles": len(tiles), "normalization": mode, "limits": limits, "n_objects": stats["objects"],
+                "n_large": stats["large"], "n_cut_candidates": stats["cut"], "tile_shape": tile_shape,
+                "overlap": ov}
+        return result, info
+    return result
