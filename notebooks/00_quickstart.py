@@ -1,0 +1,215 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Quickstart: explore a grid, pick the best, run it, study the objects
+#
+# The OpSeF way of working in one notebook:
+#
+# 1. **explore** — a few conceptually different preprocessing *pipelines* × several *models*
+#    (classical threshold + watershed, and the StarDist, Cellpose and U-Net demo models under
+#    `models/`) × *scale factors* and thresholds, on the first `n_explore_images` images only;
+# 2. **look and rank** — the montage (rows = pipelines, columns = models/settings) and, with ground
+#    truth, the ranking by F1 at IoU 0.5;
+# 3. **run the chosen combination** on the whole folder;
+# 4. **study the objects** — filter them by region properties (scatter with the kept ranges),
+#    PCA / t-SNE coloured by cluster, and export the kept objects as ROI sets for Fiji.
+#
+# **Data it expects**: a folder of 2D single-channel images (`data_dir`, TIFF) and, optionally, a
+# folder of ground-truth label images with the same file names (`ground_truth_dir`). The defaults
+# use the bundled synthetic nuclei `demo_data/nuclei2d` (8 images of 256×256, 0.5 µm pixels).
+#
+# **Parameters that matter most**: `pipelines` and `models` (what is compared), `scale_factors`
+# (set so that your objects have the size the models were trained on), `choose` (`"auto"` takes the
+# best ranked combination — it needs ground truth; otherwise put a combination id read off the
+# montage), and `filter_ranges` (in physical units: area in µm²). For real data raise
+# `n_explore_images` to 3–5 representative images and use real models (e.g. Cellpose `nuclei`,
+# StarDist `2D_versatile_fluo` once downloaded, or your own from `opsef train`).
+# Models that cannot be found are left out of the grid with a warning (train the demo models with
+# `python scripts/train_demo_models.py`).
+
+# %% tags=["parameters"]
+data_dir = "../demo_data/nuclei2d/images"
+ground_truth_dir = "../demo_data/nuclei2d/labels"
+n_explore_images = 2
+pipelines = [
+    {"name": "raw", "steps": []},
+    {"name": "median_clahe", "steps": [
+        {"name": "median", "params": {"radius": 2}},
+        {"name": "clahe", "params": {"clip_limit": 0.01}}]},
+    {"name": "gaussian_tophat", "steps": [
+        {"name": "gaussian", "params": {"sigma": 1.0}},
+        {"name": "tophat", "params": {"radius": 20}}]},
+    {"name": "rollingball_unsharp", "steps": [
+        {"name": "rolling_ball", "params": {"radius": 30}},
+        {"name": "unsharp", "params": {"radius": 2.0, "amount": 1.0}}]},
+]
+models = [
+    {"name": "classical", "backend": "classical", "params": {"sigma": 1.0, "min_size": 20},
+     "sweep": {"h": [1.0, 2.0]}},
+    {"name": "stardist", "backend": "stardist", "params": {"model": "stardist2d_demo"},
+     "sweep": {"prob_thresh": [0.4, 0.6]}},
+    {"name": "cellpose", "backend": "cellpose", "params": {"model": "cellpose_demo"}},
+    {"name": "unet", "backend": "unet", "params": {"model": "unet2d_demo"}},
+]
+scale_factors = [1.0]
+choose = "auto"
+filter_ranges = {"area": [15.0, 200.0], "solidity": [0.85, 1.0]}
+seed = 0
+out_root = "../runs"
+
+# %%
+from opsef_core.notebook import start_notebook_run
+
+run = start_notebook_run("00_quickstart", {
+    "data_dir": data_dir, "ground_truth_dir": ground_truth_dir, "n_explore_images": n_explore_images,
+    "pipelines": pipelines, "models": models, "scale_factors": scale_factors, "choose": choose,
+    "filter_ranges": filter_ranges, "seed": seed, "out_root": out_root,
+}, out_root=out_root)
+print("run folder:", run.folder)
+
+# %%
+import logging
+
+import pandas as pd
+from IPython.display import Image as PNG, Markdown, display
+
+from opsef_core import widgets
+from opsef_core.workflows import quickstart as qs
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+pd.set_option("display.width", 160)
+
+# %% [markdown]
+# ## 1 · Which models can be used?
+# A model entry is kept when its weights are found (project `models/`, the Cellpose/StarDist caches,
+# or a path); the others are listed with the reason.
+
+# %%
+usable, skipped = qs.usable_models(models)
+display(Markdown("**In the grid:** " + ", ".join(f"`{m['name']}` ({m['backend']})" for m in usable)))
+if skipped:
+    display(pd.DataFrame(skipped)[["name", "backend", "model"]])
+_ = run.save_json({"usable": usable, "skipped": skipped}, "models")
+
+# %% [markdown]
+# ## 2 · Explore: pipelines × models × scale factors on a few images
+# The grid is an ordinary run config (saved as `explore_config.json`; `opsef run` runs the same file).
+# Each pipeline is applied once per image and each network runs once per (image, pipeline, scale):
+# threshold sweeps only re-decode.
+
+# %%
+explore = qs.explore_config(data_dir, ground_truth_dir, pipelines, usable, scale_factors,
+                            n_images=n_explore_images, seed=seed)
+_ = run.save_json(explore, "explore_config")
+explore_dir = qs.execute_config(explore, out=run.folder)
+summary = pd.read_csv(explore_dir / "summary.csv")
+print(f"{summary['combination'].nunique()} combinations x {summary['image'].nunique()} images "
+      f"-> {explore_dir}")
+failed = summary[summary["status"] != "done"]
+if len(failed):
+    display(failed[["image", "combination", "error"]])
+
+# %% [markdown]
+# ### The montage: rows = pipelines, columns = segmenter settings
+# Classify each panel by eye: correct, under-segmented (touching nuclei merged), over-segmented
+# (nuclei split), failed. The column titles are the setting ids used by `choose`.
+
+# %%
+montages = sorted((explore_dir / "montage").glob("*.png"))
+for png in montages[:1]:
+    display(PNG(filename=str(png)))
+browser = widgets.grid_browser(explore_dir, max_static=len(montages))
+_ = run.save_figure(browser.figure, "montages")
+browser  # browse every image's montage (in Jupyter)
+
+# %% [markdown]
+# ### Ranking against ground truth (F1 at IoU 0.5, mean over the explored images)
+
+# %%
+if (explore_dir / "ranking.csv").is_file():
+    ranking = pd.read_csv(explore_dir / "ranking.csv")
+    run.save_table(ranking, "ranking")
+    display(ranking[["rank", "combination", "pipeline", "segmenter", "f1@0.5_mean", "f1@0.5_std", "n_images"]])
+    display(PNG(filename=str(explore_dir / "ranking.png")))
+else:
+    display(Markdown("No ground truth: choose a combination by eye from the montage."))
+
+# %% [markdown]
+# ## 3 · Run the chosen combination on the whole folder
+# `choose = "auto"` takes the best ranked combination; to override the ranking (e.g. it looks better
+# by eye), set `choose` to one of the combination ids above and re-run.
+
+# %%
+chosen = qs.choose_combination(explore_dir, choose)
+_ = run.save_json(chosen, "chosen")
+score = f" (mean F1@0.5 {chosen['score']:.3f} on the explored images)" if chosen["score"] is not None else ""
+display(Markdown(f"**Chosen ({chosen['how']}):** `{chosen['combination']}` — pipeline `{chosen['pipeline']}`, "
+                 f"segmenter `{chosen['segmenter']}`{score}"))
+final = qs.final_config(explore, chosen["combination"])
+_ = run.save_json(final, "final_config")
+final_dir = qs.execute_config(final, out=run.folder)
+metrics = qs.final_metrics(final_dir)
+run.save_table(metrics, "final_metrics")
+display(metrics)
+if "f1@0.5" in metrics:
+    display(Markdown(f"Mean F1@0.5 over all {len(metrics)} images: **{metrics['f1@0.5'].mean():.3f}**, "
+                     f"mean AJI **{metrics['aji'].mean():.3f}**"))
+
+# %%
+overlays = sorted((final_dir / "overlays").glob("*.png"))
+if overlays:
+    display(PNG(filename=str(overlays[0])))
+
+# %% [markdown]
+# ## 4 · Filter objects by region properties
+# Measurements are in physical units (area in µm², perimeter in µm). The scatter shows the first two
+# properties of `filter_ranges` with the kept range shaded; in a live notebook the sliders update
+# the overlay (kept green, removed red). Filtering never re-segments.
+
+# %%
+table0, labels0, image0 = qs.item_view(final_dir)
+props = list(filter_ranges) or ["area", "circularity"]
+x, y = (props + [c for c in ("area", "circularity") if c not in props])[:2]
+explorer = widgets.object_filter(table0, labels0, image0, x=x, y=y, properties=props,
+                                 ranges={k: tuple(v) for k, v in filter_ranges.items()})
+display(PNG(filename=str(run.save_figure(explorer.figure, "object_filter"))))
+explorer  # the live sliders (in Jupyter)
+
+# %%
+objects, zips = qs.filter_and_export(final_dir, filter_ranges, run.path("rois"))
+run.save_table(objects, "objects")
+kept = objects[objects["kept"]]
+display(objects.groupby("image")["kept"].agg(objects="size", kept="sum"))
+
+# %% [markdown]
+# ## 5 · PCA and t-SNE of the kept objects, coloured by k-means cluster
+
+# %%
+embedding = qs.embed_objects(kept, seed=seed)
+run.save_table(embedding, "embedding")
+fig = qs.plot_embedding(embedding)
+display(PNG(filename=str(run.save_figure(fig, "embedding"))))
+
+# %% [markdown]
+# ## 6 · Open the objects in Fiji
+# `rois/<image>.zip` in the run folder holds one ImageJ ROI per kept object. In Fiji: open the image
+# (`File > Open`), then drag the zip onto the Fiji window (or `Analyze > Tools > ROI Manager >
+# More > Open...`) and tick *Show All*. `opsef_core.export.read_roi_zip(path, shape)` reads them back
+# into a label image.
+
+# %%
+display(Markdown("\n".join(f"- `{p}`" for p in zips) or "no ROI written"))
+run.finish()

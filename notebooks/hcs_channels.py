@@ -1,0 +1,125 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # High-content screening without structural labels: which channels, which fusion?
+#
+# **What it does.** Segments nuclei and cells from every channel alone and from every
+# non-empty channel subset (the power set), fusing the per-channel Cellpose results by
+# **flow averaging** (the network runs once per channel; flows and cell probabilities are
+# averaged, then Cellpose's mask reconstruction runs once), **pixel voting**, **majority
+# voting** on objects and **STAPLE**. It scores every (subset, method) pair by F1 at IoU 0.5
+# against the truth and shows the study's table — rows: channel combinations, columns: fusion
+# methods — as a styled table and a heat map with the best combination highlighted, plus the
+# fused segmentations of the best subset next to the truth.
+#
+# **Data it expects.** `data_dir/images/*.tif`: multichannel 2D fields (CYX) with channel
+# names in the file; `data_dir/labels/nuclei/` and `data_dir/labels/cells/`: instance truth
+# under the same names. The demo data: `demo_data/hcs_channels` (4 channels `nuclei_cyto`,
+# `cytoplasm`, `mito`, `membrane`; 0.5 µm pixels).
+#
+# **Parameters that matter most.** `cellpose` (per target: the model and the object
+# `diameter` in pixels — nuclei ≈ 17 px, cells ≈ 43 px in the demo), `channels` (the power set
+# grows as 2^n − 1 subsets), `methods`, and `crop`/`max_images` (demo scale: one cropped
+# field; set `crop = None` and `max_images = None` for real data).
+#
+# **Honest caveat.** The bundled `cellpose_demo` model was trained on *nuclei* only (no
+# pretrained weights can be downloaded here), so the *cells* scores are expected to be low:
+# they show how the comparison is run, not how well Cellpose segments cells. Use a cytoplasm
+# model (e.g. `cyto3`, or one fine-tuned with `opsef_core.train.cellpose`) for real cell scores.
+
+# %% tags=["parameters"]
+data_dir = "../demo_data/hcs_channels"
+out_root = "../runs"
+max_images = 1
+crop = [48, 208, 48, 208]
+channels = ["nuclei_cyto", "cytoplasm", "mito", "membrane"]
+methods = ["flow_average", "pixel_vote", "majority_vote", "staple"]
+cellpose = {
+    "nuclei": {"model": "cellpose_demo", "diameter": 17.0},
+    "cells": {"model": "cellpose_demo", "diameter": 43.0},
+}
+example_target = "nuclei"
+
+# %%
+from opsef_core.notebook import start_notebook_run
+
+run = start_notebook_run("hcs_channels", {
+    "data_dir": data_dir, "out_root": out_root, "max_images": max_images, "crop": crop,
+    "channels": channels, "methods": methods, "cellpose": cellpose, "example_target": example_target,
+})
+run.folder
+
+# %%
+import logging
+
+from opsef_core.record import atomic_write_text
+from opsef_core.workflows import hcs
+
+logging.basicConfig(level=logging.WARNING)
+
+# %% [markdown]
+# ## Fields and truth
+
+# %%
+fields = hcs.load_fields(data_dir, targets=list(cellpose), max_images=max_images, crop=crop)
+for f in fields:
+    print(f["name"], f["image"].shape, f["image"].channel_names,
+          {t: int(len(set(lab.ravel())) - 1) for t, lab in f["truth"].items()}, "truth objects")
+
+# %% [markdown]
+# ## F1 at IoU 0.5 over the channel power set and the fusion methods
+# One Cellpose network pass per field, channel and target setting; every subset and method
+# re-uses them (only the mask reconstruction and the voting run per cell of the table).
+
+# %%
+scores = hcs.fusion_scores(fields, cellpose, methods=methods, channels=channels)
+run.save_table(scores, "fusion_scores")
+tables = {target: hcs.score_table(scores, target) for target in cellpose}
+best = {}
+for target, table in tables.items():
+    run.save_table(table.reset_index(), f"f1_{target}")
+    combo, method, value = hcs.best_cell(table)
+    best[target] = {"channels": combo, "method": method, "f1": value}
+    print(f"{target}: best {combo} with {method}, F1@0.5 = {value:.3f}")
+run.save_json(best, "best")
+
+# %% [markdown]
+# The styled tables (mean F1 over the fields; best cell outlined):
+
+# %%
+styled = {t: hcs.style_table(tab, caption=f"{t}: F1 at IoU 0.5") for t, tab in tables.items()}
+for t, s in styled.items():
+    atomic_write_text(run.path(f"f1_{t}.html"), s.to_html())
+    display(s)  # noqa: F821
+
+# %%
+fig = hcs.plot_heatmap(tables)
+run.save_figure(fig, "f1_heatmap")
+fig
+
+# %% [markdown]
+# ## The best subset, fused every way, next to the truth
+
+# %%
+if example_target in tables:
+    subset = best[example_target]["channels"].split("+")
+    field = fields[0]
+    results = {m: hcs.segment_subset(field, subset, m, cellpose[example_target]) for m in methods}
+    fig = hcs.plot_examples(field, {f"{m} ({'+'.join(subset)})": lab for m, lab in results.items()},
+                            example_target)
+    run.save_figure(fig, "fusion_examples")
+    fig
+
+# %%
+run.finish()

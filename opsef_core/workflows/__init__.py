@@ -1,0 +1,1 @@
+"""Library code behind the parameterised notebooks, one module per workflow."""

@@ -1,0 +1,66 @@
+"""Helpers to execute the parameterised notebooks headless and check what they wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+
+
+def parameters_cell(nb) -> int:
+    """Index of the cell tagged ``parameters`` (exactly one must exist)."""
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{nb.metadata.get('name', '?')}: {len(tagged)} cells tagged 'parameters'"
+    return tagged[0]
+
+
+def execute(name: str, out_root: Path, parameters: dict | None = None, record: Path | None = None,
+            timeout: int = 900) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` with papermill; return the run folder it created.
+
+    Parameters given in ``record`` (a ``record.json`` of an earlier run) are
+    passed like ``papermill -f record.json``; ``parameters`` override them.
+    ``out_root`` is always set so each execution writes under a test folder.
+    """
+    import papermill as pm
+
+    params = json.loads(Path(record).read_text()) if record else {}
+    params.update(parameters or {})
+    params["out_root"] = str(out_root)
+    before = set(out_root.glob("*")) if out_root.exists() else set()
+    env_backup = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "Agg"
+    try:
+        pm.execute_notebook(
+            str(NOTEBOOKS / f"{name}.ipynb"),
+            str(out_root / f"{name}.executed.ipynb"),
+            parameters=params,
+            kernel_name="python3",
+            cwd=str(NOTEBOOKS),
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
+    finally:
+        if env_backup is None:
+            os.environ.pop("MPLBACKEND", None)
+    new = sorted(p for p in set(out_root.glob("*")) - before if p.is_dir())
+    assert len(new) == 1, f"{name}: expected one new run folder under {out_root}, found {new}"
+    folder = new[0]
+    assert (folder / "record.json").is_file(), f"{name}: no record.json in {folder}"
+    assert (folder / "provenance.json").is_file(), f"{name}: no provenance.json in {folder}"
+    return folder
+
+
+def check_outputs(folder: Path, expected: list[str]) -> dict:
+    """Assert that every expected file exists and is non-empty; return provenance.json."""
+    prov = json.loads((folder / "provenance.json").read_text())
+    for rel in expected:
+        path = folder / rel
+        assert path.is_file() and path.stat().st_size > 0, f"{folder.name}: missing or empty {rel}"
+    assert "finished" in prov, f"{folder.name}: notebook did not reach its final cell"
+    return prov

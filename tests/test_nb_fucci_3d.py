@@ -1,0 +1,40 @@
+"""notebooks/fucci_3d executed headless on the demo data, then re-run from its record."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from nbhelpers import check_outputs, execute
+
+pytestmark = [pytest.mark.slow, pytest.mark.notebook]
+
+
+def test_fucci_3d_notebook_runs_and_reruns_from_record(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    folder = execute("fucci_3d", tmp_path / "a")
+    check_outputs(folder, ["preprocessing.png", "segmentations.png", "scores.csv", "nuclei.csv",
+                           "phase_scatter.png", "phase_fractions.csv", "radial_distribution.csv",
+                           "radial_distribution.png", "shape_by_phase.png", "confusion.png",
+                           "phase_accuracy.csv", "thresholds.json", "pipeline.json"])
+    record = json.loads((folder / "record.json").read_text())
+    assert record["red_threshold"] == "otsu" and "classical" in record["models"]
+    scores = pd.read_csv(folder / "scores.csv").set_index("model")
+    assert scores.loc["classical", "n_true"] == 26
+    assert scores["f1@0.5"].max() >= 0.85 and scores["aji"].between(0, 1).all()
+    runs = pd.read_csv(folder / "segmentation_runs.csv").set_index("model")
+    assert runs.loc["classical", "status"] == "ok"
+    nuclei = pd.read_csv(folder / "nuclei.csv")
+    chosen = nuclei["model"].iloc[0]
+    assert len(nuclei) == scores.loc[chosen, "n_pred"]
+    assert (nuclei["volume"] > 0).all() and nuclei["sphericity"].between(0.5, 1.1).all()
+    fractions = pd.read_csv(folder / "phase_fractions.csv")
+    assert fractions["fraction"].sum() == pytest.approx(1.0) and len(fractions) == 4
+    acc = pd.read_csv(folder / "phase_accuracy.csv").set_index("nuclei")
+    assert acc.loc["truth labels", "accuracy"] >= 0.9 and acc.loc[chosen, "accuracy"] >= 0.8
+    thr = json.loads((folder / "thresholds.json").read_text())
+    assert 0 < thr["thresholds"]["red"] < 1 and thr["threshold_methods"]["green"] == "otsu"
+
+    again = execute("fucci_3d", tmp_path / "b", record=folder / "record.json")
+    pd.testing.assert_frame_equal(pd.read_csv(again / "nuclei.csv"), nuclei)

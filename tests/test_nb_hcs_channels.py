@@ -1,0 +1,37 @@
+"""The hcs_channels notebook runs headless on the demo data and re-runs from its record."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from nbhelpers import REPO, check_outputs, execute
+
+pytestmark = [pytest.mark.slow, pytest.mark.notebook]
+
+MAIN = ["record.json", "fusion_scores.csv", "f1_nuclei.csv", "f1_cells.csv", "best.json", "f1_heatmap.png",
+        "fusion_examples.png", "f1_nuclei.html"]
+
+
+@pytest.mark.skipif(not (REPO / "models" / "cellpose_demo").exists(),
+                    reason="models/cellpose_demo not built yet (scripts train it)")
+def test_hcs_channels_notebook(tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    folder = execute("hcs_channels", tmp_path / "a")
+    prov = check_outputs(folder, MAIN)
+    assert "f1_heatmap.png" in prov["outputs"]
+    record = json.loads((folder / "record.json").read_text())
+    assert record["channels"] == ["nuclei_cyto", "cytoplasm", "mito", "membrane"]
+    nuclei = pd.read_csv(folder / "f1_nuclei.csv")
+    # the power set of 4 channels: 15 rows; one column per fusion method
+    assert len(nuclei) == 15 and list(nuclei.columns) == ["channels"] + record["methods"]
+    values = nuclei[record["methods"]].to_numpy()
+    assert ((values >= 0) & (values <= 1)).all()
+    best = json.loads((folder / "best.json").read_text())
+    # the nuclei model finds the nuclei in the nuclear channel
+    assert best["nuclei"]["f1"] == pytest.approx(values.max()) and best["nuclei"]["f1"] > 0.5
+    assert "nuclei_cyto" in best["nuclei"]["channels"]
+    again = execute("hcs_channels", tmp_path / "b", record=folder / "record.json")
+    pd.testing.assert_frame_equal(pd.read_csv(again / "f1_nuclei.csv"), nuclei)
+    pd.testing.assert_frame_equal(pd.read_csv(again / "f1_cells.csv"), pd.read_csv(folder / "f1_cells.csv"))
