@@ -126,8 +126,8 @@ def ranking_summary(run_dir: Path, top: int = 10) -> str:
     Returns
     -------
     str
-        A small table (rank, pipeline, segmenter, parameters, mean and std of the ranking
-        metric over images), or ``""`` when the run has no ranking.
+        A small table (rank, mean and std of the ranking metric over images, pipeline and
+        segmenter setting), or ``""`` when the run has no ranking.
     """
     import pandas as pd
 
@@ -144,7 +144,8 @@ def ranking_summary(run_dir: Path, top: int = 10) -> str:
     for _, row in shown.iterrows():
         std = row.get(f"{metric}_std")
         std_txt = "" if pd.isna(std) else f" +/- {std:.3f}"
-        label = " | ".join(str(row[c]) for c in ("pipeline", "segmenter", "params") if c in table.columns)
+        cols = ("pipeline", "setting") if "setting" in table.columns else ("pipeline", "segmenter", "params")
+        label = " | ".join(str(row[c]) for c in cols if c in table.columns)
         lines.append(f"  {int(row['rank']):>3}. {metric}={row[mean_cols[0]]:.3f}{std_txt}  {label}")
     return "\n".join(lines)
 

@@ -44,6 +44,7 @@ __all__ = [
     "majority_vote",
     "staple",
     "channel_power_set",
+    "fuse",
     "fusion_table",
     "FUSION_METHODS",
 ]

@@ -50,8 +50,17 @@ def test_plan_prints_the_table(cfg, capsys):
 @pytest.mark.slow
 def test_run_prints_run_folder_last_and_rerun_from_record(cfg, tmp_path, capsys):
     assert main(["run", str(cfg), "--out", str(tmp_path / "runs"), "--limit", "1", "--workers", "2"]) == 0
-    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    run = Path(lines[-1])
     assert run.parent == tmp_path / "runs" and (run / "summary.csv").is_file()
+    # with ground truth, the best combinations and their F1@0.5 are printed before the folder
+    import pandas as pd
+
+    ranking = pd.read_csv(run / "ranking.csv")
+    assert lines[0] == "best 2 of 2 combinations by mean f1@0.5 over images:"
+    best = ranking.iloc[0]
+    assert lines[1].split() == ["1.", f"f1@0.5={best['f1@0.5_mean']:.3f}", best["pipeline"], "|", best["setting"]]
+    assert len(lines) == 4
     assert sorted(p.name for p in (run / "labels").iterdir()) == [
         "im0__p1-raw__s1-classical_h1.tif", "im0__p1-raw__s2-classical_h2.tif"]
     rec = json.loads((run / "run.json").read_text())

@@ -49,6 +49,24 @@ def test_demo_config_is_valid_and_resolves_from_any_cwd(tmp_path, monkeypatch):
         load_config(example)
 
 
+def test_every_model_named_in_the_bundled_configs_resolves_offline():
+    """Demo and example configs name models that ship in models/ (no download needed)."""
+    from opsef_core.models import resolve_model
+
+    named = []
+    for path in [REPO / "configs" / "demo.json", *sorted((REPO / "configs" / "examples").glob("*.json"))]:
+        cfg = load_config(path)
+        for seg in cfg.segmenters:
+            models = [seg.params.get("model")] + list(seg.sweep.get("model", []))
+            named += [(path.name, seg.backend, m) for m in models if m is not None]
+    assert {b for _, b, _ in named} >= {"stardist", "cellpose", "unet"}
+    for where, backend, model in named:
+        resolved = resolve_model(backend, model)
+        assert resolved.path.exists() and resolved.source == "project", (where, model, resolved)
+    demo = load_config(REPO / "configs" / "demo.json")
+    assert {s.backend for s in demo.segmenters} == {"classical", "stardist", "cellpose", "unet"}
+
+
 @pytest.mark.parametrize("mutate, expected", [
     (lambda c: c.update(pipline=[]), "pipline: unknown key; did you mean 'pipelines'?"),
     (lambda c: c["inputs"].update(ground_truht="x"), "inputs.ground_truht: unknown key; did you mean 'ground_truth'?"),

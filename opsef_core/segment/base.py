@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from ..errors import ConfigError, SegmentationError
 from ..image import Image
@@ -31,6 +31,10 @@ __all__ = [
     "get_segmenter",
     "available_segmenters",
     "parse_params",
+    "Percentiles",
+    "IntensityLimits",
+    "check_percentiles",
+    "check_limits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +48,28 @@ _BUILTIN_MODULES = {
     "cellpose": "opsef_core.segment.cellpose_backend",
     "unet": "opsef_core.segment.unet_backend",
 }
+
+
+def check_percentiles(v: tuple[float, float]) -> tuple[float, float]:
+    """Validate ``(low, high)`` normalisation percentiles; returns them as floats."""
+    lo, hi = float(v[0]), float(v[1])
+    if not 0 <= lo < hi <= 100:
+        raise ValueError(f"normalize percentiles must satisfy 0 <= low < high <= 100, got {tuple(v)}")
+    return (lo, hi)
+
+
+def check_limits(v: tuple[float, float]) -> tuple[float, float]:
+    """Validate ``(low, high)`` absolute normalisation limits; returns them as floats."""
+    lo, hi = float(v[0]), float(v[1])
+    if not lo < hi:
+        raise ValueError(f"normalize_limits must be (low, high) with low < high, got {tuple(v)}")
+    return (lo, hi)
+
+
+#: ``(low, high)`` percentiles mapped to 0 and 1 (``0 <= low < high <= 100``)
+Percentiles = Annotated[tuple[float, float], AfterValidator(check_percentiles)]
+#: ``(low, high)`` absolute intensities mapped to 0 and 1 (``low < high``)
+IntensityLimits = Annotated[tuple[float, float], AfterValidator(check_limits)]
 
 
 class SegmenterParams(BaseModel):

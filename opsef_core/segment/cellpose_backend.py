@@ -27,17 +27,18 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from ..errors import ModelNotFoundError, SegmentationError
 from ..image import Image
 from ..models import register_fetcher, register_search, resolve_model
-from .base import Segmenter, SegmenterParams, check_input, register_segmenter
+from .base import IntensityLimits, Percentiles, Segmenter, SegmenterParams, check_input, register_segmenter
 
 __all__ = [
     "CellposeParams",
@@ -204,28 +205,13 @@ class CellposeParams(SegmenterParams):
     min_size: int = Field(15, ge=-1)
     max_size_fraction: float = Field(0.4, gt=0, le=1)
     niter: Optional[int] = Field(None, gt=0)
-    normalize: tuple[float, float] = (1.0, 99.0)
-    normalize_limits: Optional[tuple[float, float]] = None
+    normalize: Percentiles = (1.0, 99.0)
+    normalize_limits: Optional[IntensityLimits] = None
     invert: bool = False
     augment: bool = False
     tile_overlap: float = Field(0.1, ge=0.05, lt=0.5)
     device: str = "auto"
     batch_size: int = Field(8, ge=1)
-
-    @field_validator("normalize")
-    @classmethod
-    def _check_percentiles(cls, v):
-        lo, hi = v
-        if not 0 <= lo < hi <= 100:
-            raise ValueError(f"normalize percentiles must satisfy 0 <= low < high <= 100, got {v}")
-        return (float(lo), float(hi))
-
-    @field_validator("normalize_limits")
-    @classmethod
-    def _check_limits(cls, v):
-        if v is not None and not float(v[0]) < float(v[1]):
-            raise ValueError(f"normalize_limits must be (low, high) with low < high, got {v}")
-        return v if v is None else (float(v[0]), float(v[1]))
 
     @model_validator(mode="after")
     def _exclusive_scale(self):
@@ -245,7 +231,10 @@ def _cellpose_compute_masks(shape, dP, cellprob, *, device, **kwargs) -> np.ndar
     from cellpose.models import CellposeModel
 
     holder = SimpleNamespace(device=torch.device(device))
-    return CellposeModel._compute_masks(holder, shape, dP, cellprob, **kwargs)
+    with warnings.catch_warnings():
+        # torch warns on every sparse tensor cellpose builds while following the flows
+        warnings.filterwarnings("ignore", message="Sparse invariant checks", category=UserWarning)
+        return CellposeModel._compute_masks(holder, shape, dP, cellprob, **kwargs)
 
 
 def masks_from_flows(

@@ -19,11 +19,11 @@ import logging
 from typing import Literal, Union
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ..errors import SegmentationError
 from ..image import Image
-from .base import Segmenter, SegmenterParams, check_input, register_segmenter
+from .base import IntensityLimits, Percentiles, Segmenter, SegmenterParams, check_input, register_segmenter
 
 __all__ = ["ClassicalParams", "ClassicalSegmenter", "select_channel"]
 
@@ -73,28 +73,14 @@ class ClassicalParams(SegmenterParams):
     channel: Union[int, str, None] = None
     sigma: float = Field(1.0, ge=0)
     invert: bool = False
-    normalize: Union[tuple[float, float], None] = (1.0, 99.8)
-    normalize_limits: Union[tuple[float, float], None] = None
+    normalize: Union[Percentiles, None] = (1.0, 99.8)
+    normalize_limits: Union[IntensityLimits, None] = None
     threshold: Union[Literal["otsu", "li", "triangle", "yen"], float] = "otsu"
     h: float = Field(1.0, ge=0)
     h_unit: Literal["px", "um"] = "px"
     min_distance: Union[float, None] = Field(None, gt=0)
     min_size: int = Field(10, ge=0)
     fill_holes: bool = True
-
-    @field_validator("normalize")
-    @classmethod
-    def _check_percentiles(cls, v):
-        if v is not None and not (0 <= v[0] < v[1] <= 100):
-            raise ValueError(f"normalize percentiles must satisfy 0 <= low < high <= 100, got {v}")
-        return v
-
-    @field_validator("normalize_limits")
-    @classmethod
-    def _check_limits(cls, v):
-        if v is not None and not float(v[0]) < float(v[1]):
-            raise ValueError(f"normalize_limits must be (low, high) with low < high, got {v}")
-        return v if v is None else (float(v[0]), float(v[1]))
 
 
 def select_channel(image: Image, channel: int | str | None, backend: str) -> Image:

@@ -23,15 +23,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from ..errors import ModelNotFoundError, SegmentationError
 from ..image import Image
 from ..models import register_fetcher, register_search, resolve_model
-from .base import Segmenter, SegmenterParams, register_segmenter
+from .base import Segmenter, SegmenterParams, check_percentiles, register_segmenter
 from .classical import select_channel
 
 __all__ = [
@@ -78,18 +78,12 @@ class StarDistParams(SegmenterParams):
     model: str = "2D_versatile_fluo"
     prob_thresh: Union[float, None] = Field(None, ge=0, le=1)
     nms_thresh: Union[float, None] = Field(None, ge=0, le=1)
-    normalize: Union[tuple[float, float], Literal[False]] = (1.0, 99.8)
+    normalize: Annotated[Union[tuple[float, float], Literal[False]],
+                         AfterValidator(lambda v: v if v is False else check_percentiles(v))] = (1.0, 99.8)
     n_tiles: Union[tuple[int, ...], None] = None
     scale: Union[float, tuple[float, ...]] = 1.0
     channel: Union[int, str, None] = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    @field_validator("normalize")
-    @classmethod
-    def _check_percentiles(cls, v):
-        if v is not False and not (0 <= v[0] < v[1] <= 100):
-            raise ValueError(f"normalize percentiles must satisfy 0 <= low < high <= 100, got {v}")
-        return v
 
     @field_validator("n_tiles")
     @classmethod

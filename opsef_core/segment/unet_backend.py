@@ -35,7 +35,7 @@ from pydantic import Field, field_validator
 
 from ..errors import SegmentationError
 from ..image import Image
-from .base import Segmenter, SegmenterParams, register_segmenter
+from .base import IntensityLimits, Percentiles, Segmenter, SegmenterParams, register_segmenter
 from .classical import select_channel
 
 __all__ = ["UNetParams", "UNetSegmenter", "decode_3class", "decode_distance", "normalize_percentile"]
@@ -82,8 +82,8 @@ class UNetParams(SegmenterParams):
 
     model: str = "unet2d_demo"
     channel: Union[int, str, None] = None
-    normalize: Union[tuple[float, float], None] = None
-    normalize_limits: Union[tuple[float, float], None] = None
+    normalize: Union[Percentiles, None] = None
+    normalize_limits: Union[IntensityLimits, None] = None
     tile: Union[int, tuple[int, ...], None] = None
     n_tiles: Union[tuple[int, ...], None] = None
     tile_overlap: int = Field(16, ge=0)
@@ -94,20 +94,6 @@ class UNetParams(SegmenterParams):
     beta: float = Field(0.5, ge=0)
     h: float = Field(1.0, ge=0)
     min_size: int = Field(10, ge=0)
-
-    @field_validator("normalize")
-    @classmethod
-    def _check_percentiles(cls, v):
-        if v is not None and not (0 <= v[0] < v[1] <= 100):
-            raise ValueError(f"normalize percentiles must satisfy 0 <= low < high <= 100, got {v}")
-        return v
-
-    @field_validator("normalize_limits")
-    @classmethod
-    def _check_limits(cls, v):
-        if v is not None and not float(v[0]) < float(v[1]):
-            raise ValueError(f"normalize_limits must be (low, high) with low < high, got {v}")
-        return v if v is None else (float(v[0]), float(v[1]))
 
     @field_validator("tile", "n_tiles")
     @classmethod

@@ -343,7 +343,7 @@ def train_demo_stardist(repo_root: str | Path, which: Sequence[str] = ("2d", "3d
         pairs = TrainingPairs(sum((p.images for p in parts), []), sum((p.labels for p in parts), []),
                               sum((p.names for p in parts), []))
         out["3d"] = train_stardist(pairs, root / "models" / "stardist3d_demo", dims=3, n_rays=48, grid=(1, 2, 2),
-                                   epochs=30, steps_per_epoch=15, patch_size=(32, 64, 64), val_fraction=0.25,
+                                   epochs=80, steps_per_epoch=15, patch_size=(32, 64, 64), val_fraction=0.25,
                                    seed=seed, overwrite=True, unet_n_depth=2, unet_n_filter_base=16,
                                    train_batch_size=2,
                                    train_reduce_lr={"factor": 0.5, "patience": 10, "min_delta": 0})
