@@ -210,8 +210,10 @@ def clearing_metrics(
     -------
     DataFrame
         The :func:`depth_profile` columns plus, per slice, the
-        :func:`slice_contrast` values (I_max = stack maximum),
-        ``signal_source`` and the patch bounds ``patch_y0, patch_y1, patch_x0, patch_x1``.
+        :func:`slice_contrast` values computed on the patch (I_max = stack maximum; so
+        ``mean_norm`` is the patch mean / I_max, as SCIENCE.md's "per slice, on a patch"),
+        ``mean_norm_slice`` (the whole slice's mean / I_max, the same when ``patch_size`` is
+        None), ``signal_source`` and the patch bounds ``patch_y0, patch_y1, patch_x0, patch_x1``.
     """
     from skimage.filters import threshold_otsu
 
@@ -245,7 +247,9 @@ def clearing_metrics(
             thr = threshold_otsu(patch) if np.ptp(patch) > 0 else np.inf
             sig = patch > thr
             src = "otsu"
-        rows.append({**slice_contrast(patch, sig, ~sig, i_max=i_max), "signal_source": src,
+        rows.append({**slice_contrast(patch, sig, ~sig, i_max=i_max),
+                     "mean_norm_slice": float(a[z].mean() / i_max) if i_max > 0 else np.nan,
+                     "signal_source": src,
                      "patch_y0": y0, "patch_y1": y1, "patch_x0": x0, "patch_x1": x1})
     return pd.concat([prof, pd.DataFrame(rows)], axis=1)
 

@@ -61,8 +61,16 @@ def _cellpose_params(params):
     return get_segmenter("cellpose").params(params)
 
 
-def flow_average(segmenter_outputs: Sequence[dict], params=None) -> np.ndarray:
+def flow_average(segmenter_outputs: Sequence[dict], params=None, cellprob_space: str = "logit") -> np.ndarray:
     """Average Cellpose flows and cell probabilities over channels, then decode once.
+
+    The flow fields (dY, dX) are averaged as they are.  Cellpose's ``cellprob`` output is the
+    network's logit of the cell probability (``cellprob_threshold`` is a logit too); with
+    ``cellprob_space="logit"`` (default) these logits are averaged, as Cellpose itself averages
+    network outputs over tiles and test-time augmentations.  With ``"probability"`` the
+    logits are turned into probabilities (sigmoid), averaged, and turned back into a logit so
+    that ``cellprob_threshold`` keeps its meaning.  The two agree on one channel and differ
+    where channels disagree strongly (the logit mean follows the most confident channel).
 
     Parameters
     ----------
@@ -72,6 +80,8 @@ def flow_average(segmenter_outputs: Sequence[dict], params=None) -> np.ndarray:
     params : dict or CellposeParams, optional
         Decoding parameters (``flow_threshold``, ``cellprob_threshold``, ``min_size``,
         ``stitch_threshold``, ``do_3D``, ...).
+    cellprob_space : {"logit", "probability"}
+        Where the cell-probability maps are averaged (see above).
 
     Returns
     -------
@@ -94,9 +104,19 @@ def flow_average(segmenter_outputs: Sequence[dict], params=None) -> np.ndarray:
     rescales = [np.asarray(o.get("rescale", 1.0))[()] for o in outs]
     if not np.allclose(np.asarray(rescales, dtype=np.float64), float(rescales[0])):
         raise SegmentationError(f"flow_average: predictions made at different scales {rescales}")
+    if cellprob_space not in ("logit", "probability"):
+        raise ConfigError(f"flow_average: cellprob_space must be 'logit' or 'probability', not {cellprob_space!r}")
     p = _cellpose_params(params)
     dP = np.mean([np.asarray(o["dP"], np.float32) for o in outs], axis=0, dtype=np.float32)
-    cellprob = np.mean([np.asarray(o["cellprob"], np.float32) for o in outs], axis=0, dtype=np.float32)
+    logits = [np.asarray(o["cellprob"], np.float32) for o in outs]
+    if cellprob_space == "logit":
+        cellprob = np.mean(logits, axis=0, dtype=np.float32)
+    else:
+        from scipy.special import expit, logit
+
+        prob = np.mean([expit(x.astype(np.float64)) for x in logits], axis=0)
+        eps = 1e-7
+        cellprob = logit(np.clip(prob, eps, 1 - eps)).astype(np.float32)
     from .segment.cellpose_backend import _device
 
     return masks_from_flows(dP, cellprob, rescale=rescales[0], flow_threshold=p.flow_threshold,

@@ -75,6 +75,11 @@ def test_clearing_metrics_contrast_falls_with_depth():
     assert (auto["signal_source"] == "otsu").all()
     assert abs(auto["snr"].iloc[0] - df["snr"].iloc[0]) / df["snr"].iloc[0] < 0.2
     assert {"percent_max_diameter", "centre_slice"} <= set(df.columns)
+    # mean_norm is the patch's mean, mean_norm_slice the whole slice's, both over the stack maximum
+    z, (y0, y1, x0, x1) = 3, df.loc[3, ["patch_y0", "patch_y1", "patch_x0", "patch_x1"]]
+    assert df.loc[z, "mean_norm"] == pytest.approx(stack[z, y0:y1, x0:x1].mean() / stack.max())
+    assert df.loc[z, "mean_norm_slice"] == pytest.approx(stack[z].mean() / stack.max())
+    np.testing.assert_allclose(auto["mean_norm"], auto["mean_norm_slice"])  # no patch: the same
 
 
 def test_per_depth_segmentation_counts_f1_and_aji():

@@ -250,6 +250,12 @@ def test_spheroid_metrics_hand_computed():
     assert ev.spheroid_metrics(d, d)["circularity_true"] == pytest.approx(1.0, abs=0.03)
     # the alternative estimator (perimeter, neighbourhood 4) reads a disc as less circular
     assert 0.85 < ev.spheroid_metrics(d, d, perimeter="neighbourhood4")["circularity_true"] < 0.97
+    # an isotropic pixel size given per axis is accepted and scales the perimeter like a number
+    per_axis = ev.spheroid_metrics(d, d, pixel_size={"Y": 0.5, "X": 0.5}, perimeter="neighbourhood4")
+    scalar = ev.spheroid_metrics(d, d, pixel_size=0.5, perimeter="neighbourhood4")
+    assert per_axis["perimeter_true"] == pytest.approx(scalar["perimeter_true"])
+    with pytest.raises(ConfigError):
+        ev.spheroid_metrics(d, d, pixel_size={"Y": 0.5, "X": 0.25}, perimeter="neighbourhood4")
     # a boolean prediction is split into connected components: same result as the labels
     mb = ev.spheroid_metrics(t, p2 > 0)
     assert mb["n_objects"] == 2 and mb["jcd"] == pytest.approx(m2["jcd"])

@@ -143,6 +143,18 @@ def test_flow_average_of_one_channel_equals_backend(hcs, cache):
     np.testing.assert_array_equal(both, ref)
     with pytest.raises(SegmentationError, match="shape"):
         fusion.flow_average([preds[0], {"dP": preds[0]["dP"][:, :64], "cellprob": preds[0]["cellprob"][:64]}])
+    # averaging in probability space: identical on one channel, the mean probability on two
+    np.testing.assert_array_equal(fusion.flow_average([preds[0]], PARAMS, cellprob_space="probability"), single)
+    from scipy.special import expit, logit
+
+    p_mean = (expit(preds[0]["cellprob"].astype(np.float64)) + expit(preds[1]["cellprob"].astype(np.float64))) / 2
+    ref_p = masks_from_flows((preds[0]["dP"] + preds[1]["dP"]) / 2,
+                             logit(np.clip(p_mean, 1e-7, 1 - 1e-7)).astype(np.float32),
+                             rescale=float(preds[0]["rescale"]))
+    np.testing.assert_array_equal(fusion.flow_average([preds[0], preds[1]], PARAMS, cellprob_space="probability"),
+                                  ref_p)
+    with pytest.raises(ConfigError, match="cellprob_space"):
+        fusion.flow_average([preds[0]], PARAMS, cellprob_space="mean")
 
 
 def test_fusion_table_on_hcs(hcs, cache, monkeypatch):
