@@ -109,6 +109,9 @@ def test_parse_augment():
     n = parse_augment("none")
     assert not (n.flips or n.rotations90 or n.intensity_scale or n.gaussian_noise)
     assert parse_augment(None) is None
+    g = parse_augment("gaussian,poisson")
+    assert g.gaussian_noise > 0 and g.poisson_noise and not g.flips
+    assert parse_augment("flips").poisson_noise is False
     with pytest.raises(ConfigError, match="rotate"):
         parse_augment("rotate")
 

@@ -5,7 +5,7 @@
     opsef train {stardist,cellpose,unet} --images DIR --labels DIR --out DIR
                 [--dims 2|3] [--epochs N] [--val-fraction F] [--seed S] [--channel C]
                 [--pretrained NAME] [--variant 3class|distance]
-                [--augment flips,rot90,intensity,noise] [--overwrite]
+                [--augment flips,rot90,intensity,gaussian,poisson] [--overwrite]
 
 Images and labels are matched by file name (:func:`opsef_core.train.data.load_pairs`).
 ``--out`` is the model folder to write; its name is the model's name, so a
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("stardist", "cellpose", "unet")
 #: names accepted by ``--augment`` (comma-separated); ``none`` switches every augmentation off
-AUGMENTATIONS = ("flips", "rot90", "intensity", "noise")
+AUGMENTATIONS = ("flips", "rot90", "intensity", "gaussian", "poisson", "noise")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,8 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=("3class", "distance"), default="3class",
                    help="unet only: 3-class (background/boundary/interior) or distance regression")
     p.add_argument("--augment", metavar="LIST", default=None,
-                   help="comma-separated augmentations from flips,rot90,intensity,noise, or 'none' "
-                        "(default: the trainer's default set)")
+                   help="comma-separated augmentations from flips, rot90, intensity (x0.8-1.2), "
+                        "gaussian (sigma 0.1 x the image's std; 'noise' is an alias), poisson "
+                        "(shot noise at 255 counts full scale), each applied with probability 0.5; "
+                        "or 'none' (default: the trainer's default set)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
 
 
@@ -107,7 +109,8 @@ def parse_augment(text: str | None):
                           "or 'none'")
     return Augmentation(flips="flips" in names, rotations90="rot90" in names,
                         intensity_scale=(0.8, 1.2) if "intensity" in names else None,
-                        gaussian_noise=0.1 if "noise" in names else 0.0)
+                        gaussian_noise=0.1 if {"gaussian", "noise"} & set(names) else 0.0,
+                        poisson_noise="poisson" in names)
 
 
 def _check_folder(path: Path, what: str) -> Path:
