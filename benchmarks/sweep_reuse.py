@@ -11,7 +11,6 @@ Usage::
     python benchmarks/sweep_reuse.py [--repeats 3] [--backends stardist]
 
 Each backend is one function returning a row dict; ``main`` prints the table.
-The cellpose part is added by the cellpose backend's author.
 """
 
 from __future__ import annotations
@@ -95,7 +94,7 @@ def bench_stardist(repeats: int = 3, model: str = "stardist2d_demo") -> dict:
 
 
 def bench_cellpose(repeats: int = 3, model: str = "cellpose_demo") -> dict:
-    """Cellpose on a 256x256 crop of ``stardist.data.test_image_nuclei_2d()`` (real nuclei).
+    """Cellpose on ``stardist.data.test_image_nuclei_2d()`` (512x512, real nuclei).
 
     One setting is ``segment`` (network pass + mask reconstruction); the sweep is one
     ``predict`` and 10 ``decode`` over (flow_threshold, cellprob_threshold); the library
@@ -117,7 +116,7 @@ def bench_cellpose(repeats: int = 3, model: str = "cellpose_demo") -> dict:
     from opsef_core.segment import get_segmenter
     from stardist.data import test_image_nuclei_2d
 
-    img = test_image_nuclei_2d()[:256, :256]
+    img = test_image_nuclei_2d()
     image = Image.from_array(img, "YX")
     seg = get_segmenter("cellpose")
     base = {"model": model, "device": "cpu"}
@@ -153,8 +152,7 @@ def bench_cellpose(repeats: int = 3, model: str = "cellpose_demo") -> dict:
     }
 
 
-BACKENDS = {"stardist": bench_stardist}
-BACKENDS["cellpose"] = bench_cellpose
+BACKENDS = {"stardist": bench_stardist, "cellpose": bench_cellpose}
 
 
 def print_table(rows: list[dict]) -> None:

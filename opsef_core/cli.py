@@ -97,6 +97,8 @@ def _execute(args: argparse.Namespace, config_path: Path | None) -> int:
     from .run import execute
 
     config = None
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     if config_path is not None:
         config = load_config(config_path)
         if getattr(args, "limit", None):
@@ -113,7 +115,7 @@ def _execute(args: argparse.Namespace, config_path: Path | None) -> int:
     return 0
 
 
-def ranking_summary(run_dir: Path, top: int = 10) -> str:
+def ranking_summary(run_dir: Path, top: int = 5) -> str:
     """The best combinations of a run with ground truth, as printed after ``opsef run``.
 
     Parameters
@@ -121,13 +123,14 @@ def ranking_summary(run_dir: Path, top: int = 10) -> str:
     run_dir : Path
         A run folder; its ``ranking.csv`` (written when ground truth exists) is read.
     top : int
-        How many combinations to list.
+        How many combinations to list overall.
 
     Returns
     -------
     str
-        A small table (rank, mean and std of the ranking metric over images, pipeline and
-        segmenter setting), or ``""`` when the run has no ranking.
+        Two small tables: the best combination of each segmenter, then the ``top`` best
+        overall (rank, mean and std of the ranking metric over images, pipeline and
+        segmenter setting); ``""`` when the run has no ranking.
     """
     import pandas as pd
 
@@ -139,14 +142,24 @@ def ranking_summary(run_dir: Path, top: int = 10) -> str:
     if table.empty or not mean_cols:
         return ""
     metric = mean_cols[0][: -len("_mean")]
-    shown = table.head(top)
-    lines = [f"best {len(shown)} of {len(table)} combinations by mean {metric} over images:"]
-    for _, row in shown.iterrows():
+    n_images = int(table["n_images"].max()) if "n_images" in table.columns else None
+    cols = ("pipeline", "setting") if "setting" in table.columns else ("pipeline", "segmenter", "params")
+
+    def line(row) -> str:
         std = row.get(f"{metric}_std")
         std_txt = "" if pd.isna(std) else f" +/- {std:.3f}"
-        cols = ("pipeline", "setting") if "setting" in table.columns else ("pipeline", "segmenter", "params")
         label = " | ".join(str(row[c]) for c in cols if c in table.columns)
-        lines.append(f"  {int(row['rank']):>3}. {metric}={row[mean_cols[0]]:.3f}{std_txt}  {label}")
+        return f"  {int(row['rank']):>3}. {metric}={row[mean_cols[0]]:.3f}{std_txt}  {label}"
+
+    over = f" over {n_images} image{'s' if n_images != 1 else ''}" if n_images else " over images"
+    lines = []
+    if "segmenter" in table.columns and table["segmenter"].nunique() > 1:
+        lines.append(f"best combination of each segmenter by mean {metric}{over}:")
+        best = table.sort_values("rank", kind="stable").drop_duplicates("segmenter")
+        lines += [line(row) for _, row in best.iterrows()]
+    shown = table.head(top)
+    lines.append(f"best {len(shown)} of {len(table)} combinations by mean {metric}{over}:")
+    lines += [line(row) for _, row in shown.iterrows()]
     return "\n".join(lines)
 
 
@@ -159,6 +172,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run images on a running dask scheduler, e.g. tcp://host:8786 "
                         "(a dask-jobqueue SLURMCluster's address on HPC)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--limit", type=int, metavar="N", default=None,
+                   help="only the first N images (for exploring a grid quickly)")
 
 
 # ---------------------------------------------------------------------- run
@@ -168,16 +183,12 @@ def _args_run(p: argparse.ArgumentParser) -> None:
     _add_run_options(p)
     p.add_argument("--resume", metavar="RUN_DIR", type=Path, default=None,
                    help="finish an interrupted run in its folder: images already done are skipped")
-    p.add_argument("--limit", type=int, metavar="N", default=None,
-                   help="only the first N images (for exploring a grid quickly)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``opsef run``: execute a config (or re-run a run.json); prints the run folder last."""
     if args.config is None and args.resume is None:
         raise ConfigError("give a CONFIG.json, or --resume RUN_DIR")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     return _execute(args, args.config)
 
 

@@ -157,6 +157,8 @@ class OutputsConfig(_Strict):
     rois: bool = False
     measurements: bool = True
     save_preprocessed: bool = False
+    #: channel pairs ``[a, b]``: ``measurements.csv`` gets ``ratio_<a>_<b>`` = mean a / mean b per object
+    channel_ratios: list[tuple[str, str]] = Field(default_factory=list)
 
 
 class EvaluationConfig(_Strict):

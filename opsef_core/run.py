@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from .config import RunConfig, expand_sweep, load_config, segmenter_defaults
-from .errors import AxesError, ConfigError, InputFileError, OpsefError, RunFolderError
+from .errors import AxesError, ConfigError, InputFileError, OpsefError, RunFolderError, SegmentationError
 
 __all__ = [
     "Combination",
@@ -66,10 +66,11 @@ _SAFE = re.compile(r"[^A-Za-z0-9.+-]+")
 # ---------------------------------------------------------------------- plan
 def slug(text: Any) -> str:
     """A file-name-safe version of ``text`` (letters, digits, ``.``, ``+``, ``-``)."""
-    if isinstance(text, float):
-        text = f"{text:g}"
-    elif isinstance(text, (list, tuple)):
-        text = "x".join(slug(t) for t in text)
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        number = f"{text:g}" if isinstance(text, float) else str(text)
+        return ("-" if number.startswith("-") else "") + slug(number.lstrip("-"))  # keep the sign: -1 != 1
+    if isinstance(text, (list, tuple)):
+        return "x".join(slug(t) for t in text) or "x"
     return _SAFE.sub("-", str(text)).strip("-") or "x"
 
 
@@ -543,13 +544,18 @@ def _write_outputs(config, run_dir, item, c, image, pre, display, labels, gt, ro
     meas_image = image if image.shape[-labels.ndim:] == labels.shape and len(image.spatial_axes) == labels.ndim \
         else pre
     final = labels
+    classes = None
     if config.postprocess is not None:
         final, table = _postprocess(config, labels, meas_image)
         io.write_labels(run_dir / "labels_filtered" / f"{name}.tif", final, pixel_size=pre.pixel_size,
                         axes=pre.spatial_axes)
         row["n_objects_filtered"] = int(len(np.unique(final[final > 0])))
         if table is not None and "class" in getattr(table, "columns", ()):
+            classes = table[[c for c in ("label", "class", "class_fraction") if c in table.columns]]
             _write_classes(run_dir, name, table)
+            _write_class_labels(run_dir, name, final, classes, pre)
+            for cls, n in classes["class"].value_counts(sort=False).items():
+                row[f"n_class_{cls}"] = int(n)
     if out.overlays:
         _write_png(run_dir / "overlays" / f"{name}.png", _overlay_rgb(display, final))
     if out.rois:
@@ -561,7 +567,11 @@ def _write_outputs(config, run_dir, item, c, image, pre, display, labels, gt, ro
 
         extra = {"image": item.id, "combination": c.id, "pipeline": c.pipeline, "segmenter": c.segmenter,
                  "backend": c.backend, "params": row["params"], **{f"param_{k}": v for k, v in c.sweep.items()}}
-        measurements.append(measure_objects(final, meas_image, extra=extra))
+        ratios = [tuple(r) for r in out.channel_ratios]
+        table = measure_objects(final, meas_image, extra=extra, channel_ratios=ratios)
+        if classes is not None:
+            table = table.merge(classes, on="label", how="left")
+        measurements.append(table)
     if gt is not None:
         if gt.shape != labels.shape:
             row["error"] = f"not evaluated: ground truth {item.ground_truth} has shape {gt.shape}, labels {labels.shape}"
@@ -574,12 +584,46 @@ def _write_outputs(config, run_dir, item, c, image, pre, display, labels, gt, ro
             result["metrics"].append(mrow)
 
 
+#: the deep-learning library that runs each backend's network (for the device record)
+_FRAMEWORK = {"cellpose": "torch", "unet": "torch", "stardist": "tensorflow"}
+
+
+def _device_entry(backend: str, params: Any) -> dict:
+    """``device_requested`` and the ``device`` it resolves to here, for backends that have one.
+
+    With a remote scheduler the workers may see other devices than this machine: then the
+    resolution fails here (``cuda`` asked, no GPU seen) and ``device`` is recorded as None.
+    """
+    requested = getattr(params, "device", None)
+    if requested is None or backend not in _FRAMEWORK:
+        return {}
+    from .segment.device import resolve_device
+
+    try:
+        used = resolve_device(requested, _FRAMEWORK[backend])
+    except SegmentationError as exc:
+        logger.warning("%s: %s (recording the device as unresolved)", backend, exc)
+        used = None
+    return {"device_requested": requested, "device": used, "framework": _FRAMEWORK[backend]}
+
+
 def _write_classes(run_dir: Path, name: str, table: Any) -> None:
     """Object classes from post-processing (``label``, ``class`` columns) as ``classes/<name>.csv``."""
     from . import io
 
     cols = [c for c in ("label", "class") if c in table.columns]
     io.write_table(run_dir / "classes" / f"{name}.csv", table[cols])
+
+
+def _write_class_labels(run_dir: Path, name: str, labels: np.ndarray, classes: Any, image: Any) -> None:
+    """One label image per class, ``labels_classes/<class>/<name>.tif`` (other classes' objects removed)."""
+    from . import io
+    from .postprocess import class_labels
+
+    for cls, lab in class_labels(labels, classes).items():
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(cls))
+        io.write_labels(run_dir / "labels_classes" / safe / f"{name}.tif", lab, pixel_size=image.pixel_size,
+                        axes=image.spatial_axes)
 
 
 def _overlay_rgb(display: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -729,8 +773,9 @@ def execute(
             continue
         seen_models.add((c.segmenter, c.network_key))
         seg = get_segmenter(c.backend)
-        desc = seg.describe_model(seg.params(_exec_params(c.params, config.base_dir)))
-        models.append({"segmenter": c.segmenter, "setting": c.setting_id, **desc})
+        p = seg.params(_exec_params(c.params, config.base_dir))
+        desc = seg.describe_model(p)
+        models.append({"segmenter": c.segmenter, "setting": c.setting_id, **desc, **_device_entry(c.backend, p)})
 
     if record is None:
         run_dir = create_run_folder(out if out is not None else Path.cwd() / "runs", config.stem)

@@ -57,7 +57,7 @@ def test_run_prints_run_folder_last_and_rerun_from_record(cfg, tmp_path, capsys)
     import pandas as pd
 
     ranking = pd.read_csv(run / "ranking.csv")
-    assert lines[0] == "best 2 of 2 combinations by mean f1@0.5 over images:"
+    assert lines[0] == "best 2 of 2 combinations by mean f1@0.5 over 1 image:"
     best = ranking.iloc[0]
     assert lines[1].split() == ["1.", f"f1@0.5={best['f1@0.5_mean']:.3f}", best["pipeline"], "|", best["setting"]]
     assert len(lines) == 4
@@ -122,3 +122,29 @@ def test_demo_uses_env_config_and_help(cfg, tmp_path, capsys, monkeypatch):
         main(["run", "--help"])
     out = capsys.readouterr().out
     assert "--resume" in out and "--workers" in out and "--scheduler" in out and "--limit" in out
+
+
+@pytest.mark.slow
+def test_demo_compares_every_backend_and_prints_each_ones_best_f1(tmp_path, capsys):
+    """`opsef demo` (what `make demo` runs) on one demo image: all four backends scored and classed."""
+    import pandas as pd
+
+    assert main(["demo", "--out", str(tmp_path / "runs"), "--limit", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    run = Path(lines[-1])
+    assert lines[0] == "best combination of each segmenter by mean f1@0.5 over 1 image:"
+    block = lines[1:lines.index(next(ln for ln in lines if ln.startswith("best 5 of 32")))]
+    ranking = pd.read_csv(run / "ranking.csv")
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert len(block) == 4 and len(metrics) == 32
+    for backend in ("classical", "stardist", "cellpose", "unet"):
+        best = metrics.loc[metrics["segmenter"] == backend, "f1@0.5"].max()
+        shown = [ln for ln in block if f"-{backend}" in ln]
+        assert len(shown) == 1 and f"f1@0.5={best:.3f}" in shown[0]
+        assert best >= 0.8, (backend, best)  # each backend finds most of the demo nuclei
+    assert ranking["rank"].min() == 1 and (run / "ranking.png").stat().st_size > 0
+    assert len(list((run / "montage").glob("*.png"))) == 1
+    meas = pd.read_csv(run / "measurements.csv")
+    assert set(meas["class"]) == {"dim", "bright"} and set(meas["segmenter"]) == set(metrics["segmenter"])
+    # the sign of a swept negative threshold survives in the setting id
+    assert {"s6-cellpose_cellprob-1", "s7-cellpose_cellprob0"} <= set(metrics["setting"])

@@ -266,3 +266,67 @@ def test_bad_inputs_fail_before_creating_a_run(tmp_path):
     with pytest.raises(InputFileError, match="nowhere"):
         execute(cfg, out=tmp_path / "runs", progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_record_names_the_device_each_network_ran_on(tmp_path):
+    make_dataset(tmp_path / "data", n_images=1)
+    cfg = make_config(tmp_path, segmenters=[
+        {"name": "unet", "backend": "unet", "params": {"model": "unet2d_demo", "device": "auto"}},
+        {"name": "classical", "backend": "classical", "params": {"min_size": 10}},
+    ], pipelines=[{"name": "raw", "steps": []}])
+    run = execute(cfg, out=tmp_path / "runs", progress=False)
+    models = {m["segmenter"]: m for m in json.loads((run / "run.json").read_text())["models"]}
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert models["unet"]["device_requested"] == "auto"
+    assert models["unet"]["device"] == expected and models["unet"]["framework"] == "torch"
+    assert "device" not in models["classical"]  # no network, no device
+    assert len(list((run / "labels").glob("img_0__*unet*.tif"))) == 1
+
+
+def test_classes_from_a_channel_mask_reach_measurements_summary_and_label_images(tmp_path):
+    make_dataset(tmp_path / "data", n_images=1)
+    # the discs (900 on a 100 background) are scaled by a left-to-right ramp (x0.4..x1.6): a mask
+    # at the fixed value 600 classes the left discs "dim" and the right ones "bright"
+    img_path = tmp_path / "data" / "images" / "img_0.tif"
+    img = tifffile.imread(img_path).astype(np.float64)
+    ramp = np.linspace(0.4, 1.6, img.shape[1])[None, :]
+    tifffile.imwrite(img_path, (img * ramp).astype(np.uint16), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "um", "axes": "YX"})
+    cfg = make_config(tmp_path, pipelines=[{"name": "raw", "steps": []}], segmenters=[
+        {"name": "classical", "backend": "classical", "params": {"sigma": 1.0, "min_size": 10}}],
+        postprocess={"min_size": 10, "class_mask": {"channel": 0, "method": 600.0, "sigma": 0.0,
+                                                     "rule": "majority", "class_names": ["dim", "bright"]}})
+    run = execute(cfg, out=tmp_path / "runs", progress=False)
+    meas = pd.read_csv(run / "measurements.csv")
+    assert set(meas["class"]) == {"dim", "bright"}
+    # independent check: an object is bright when most of its pixels exceed the fixed threshold
+    filt = tifffile.imread(next((run / "labels_filtered").glob("*.tif")))
+    scaled = tifffile.imread(img_path)
+    for _, r in meas.iterrows():
+        inside = scaled[filt == r["label"]]
+        assert r["class"] == ("bright" if (inside > 600).mean() > 0.5 else "dim")
+    summary = pd.read_csv(run / "summary.csv")
+    assert summary["n_class_dim"].iloc[0] + summary["n_class_bright"].iloc[0] == summary["n_objects_filtered"].iloc[0]
+    for cls in ("dim", "bright"):
+        lab = tifffile.imread(next((run / "labels_classes" / cls).glob("*.tif")))
+        assert set(np.unique(lab[lab > 0])) == set(meas.loc[meas["class"] == cls, "label"])
+
+
+def test_channel_ratios_from_the_config(tmp_path):
+    rng = np.random.default_rng(2)
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    img, lab = _discs(rng, n=4)
+    two = np.stack([img, (img // 2).astype(np.uint16)])  # second channel is half the first
+    tifffile.imwrite(tmp_path / "data" / "images" / "two.tif", two, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"unit": "um", "axes": "CYX", "Labels": ["a", "b"]})
+    cfg = make_config(tmp_path, inputs={"path": "data/images"}, pipelines=[{"name": "raw", "steps": []}],
+                      segmenters=[{"name": "classical", "backend": "classical",
+                                   "params": {"min_size": 10, "channel": "a"}}],
+                      outputs={"channel_ratios": [["a", "b"]]})
+    run = execute(cfg, out=tmp_path / "runs", progress=False)
+    meas = pd.read_csv(run / "measurements.csv")
+    assert len(meas) == 4
+    np.testing.assert_allclose(meas["ratio_a_b"], meas["a_mean"] / meas["b_mean"])
+    assert (meas["ratio_a_b"].between(1.9, 2.1)).all()
