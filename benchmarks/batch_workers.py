@@ -3,15 +3,17 @@
 The 40 images are the 8 bundled ``demo_data/nuclei2d`` images in 5 orientations
 (as is, flipped left-right, flipped up-down, rotated 90 and 180 degrees), with
 their ground truth transformed the same way.  The run uses ``configs/demo.json``
-(4 preprocessing pipelines x classical segmenter with 3 h values, post-processing,
-overlays, montage, ROIs, measurements, metrics).  Each run is its own process
+(4 preprocessing pipelines, post-processing with classes, overlays, montage, ROIs,
+measurements, metrics) restricted to the segmenters named by ``--segmenters``
+(default ``classical``: 3 h values, 12 combinations per image; ``all`` keeps the
+demo's four backends, about 17 s per image serially on this machine).  Each run is its own process
 (``opsef_core.run.execute``); the 2-worker run includes starting the local
 dask cluster.  Prints wall times, the speed-up and whether both runs wrote
 identical labels and measurements.
 
 Usage::
 
-    python benchmarks/batch_workers.py [--copies 5] [--workers 2] [--workdir DIR]
+    python benchmarks/batch_workers.py [--copies 5] [--workers 2] [--segmenters classical] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def main(argv=None) -> int:
     ap.add_argument("--copies", type=int, default=5, help="orientations per demo image (1-5)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--segmenters", nargs="+", default=["classical"],
+                    help="names of configs/demo.json segmenters to keep, or 'all'")
     ap.add_argument("--role", choices=["run"], help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -95,6 +99,12 @@ def main(argv=None) -> int:
     n_images = make_batch(work / "data", args.copies)
     cfg = json.loads((REPO / "configs" / "demo.json").read_text())
     cfg["inputs"].update(path=str(work / "data" / "images"), ground_truth=str(work / "data" / "labels"))
+    if args.segmenters != ["all"]:
+        names = {s["name"] for s in cfg["segmenters"]}
+        unknown = set(args.segmenters) - names
+        if unknown:
+            ap.error(f"unknown segmenters {sorted(unknown)}; configs/demo.json has {sorted(names)}")
+        cfg["segmenters"] = [s for s in cfg["segmenters"] if s["name"] in args.segmenters]
     (work / "batch.json").write_text(json.dumps(cfg))
     me = Path(__file__).resolve()
     res = {}
@@ -109,8 +119,10 @@ def main(argv=None) -> int:
     same_meas = m1.equals(m2)
     n_comb = len(pd.read_csv(r1 / "summary.csv")) // n_images
     print(f"machine: {machine()}")
-    print(f"command: python benchmarks/batch_workers.py --copies {args.copies} --workers {args.workers}")
-    print(f"batch: {n_images} images x {n_comb} combinations (configs/demo.json)")
+    print(f"command: python benchmarks/batch_workers.py --copies {args.copies} --workers {args.workers} "
+          f"--segmenters {' '.join(args.segmenters)}")
+    print(f"batch: {n_images} images x {n_comb} combinations (configs/demo.json, segmenters "
+          f"{', '.join(s['name'] for s in cfg['segmenters'])})")
     print(f"1 worker (serial) : {res[1]['seconds']:7.1f} s  ({res[1]['seconds'] / n_images:.2f} s/image)")
     print(f"{args.workers} workers (dask)  : {res[args.workers]['seconds']:7.1f} s  "
           f"(incl. cluster start-up; peak RSS of the driver {res[args.workers]['rss_mb']:.0f} MiB)")

@@ -244,6 +244,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- measure
+def _args_measure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("annotations", type=Path, metavar="LABELS",
+                   help="edited labels: an AnnotatorJ folder (<type>/<name>_ROIs.zip), a folder of label "
+                        "TIFFs or ROI zips, or one label TIFF / ROI zip")
+    p.add_argument("--images", type=Path, metavar="DIR", default=None,
+                   help="folder with <name>.tif for each annotated image (default: the annotation folder)")
+    p.add_argument("--gt", type=Path, metavar="DIR", default=None,
+                   help="ground-truth label folder: also score the edited labels (metrics CSV beside --out)")
+    p.add_argument("--out", type=Path, metavar="FILE.csv", required=True,
+                   help="measurements table to write (never overwritten); with --gt also FILE.metrics.csv")
+    p.add_argument("--ratio", nargs=2, action="append", metavar=("A", "B"), default=[],
+                   help="add ratio_A_B = mean A / mean B per object (repeatable)")
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    """``opsef measure``: measure (and score) labels edited in Fiji/AnnotatorJ like a run's result."""
+    from . import io
+    from .curation import measure_curated
+    from .errors import RunFolderError
+
+    out = args.out
+    metrics_path = out.with_name(out.name[: -len(out.suffix)] + ".metrics.csv") if out.suffix else \
+        out.with_name(out.name + ".metrics.csv")
+    for path in (out, metrics_path) if args.gt else (out,):
+        if path.exists():
+            raise RunFolderError("exists already; results are never overwritten, choose another --out", path)
+    meas, metrics = measure_curated(args.annotations, images=args.images, ground_truth=args.gt,
+                                    channel_ratios=[tuple(r) for r in args.ratio])
+    io.write_table(out, meas)
+    print(f"{len(meas)} objects in {meas['image'].nunique()} images -> {out}")
+    if metrics is not None:
+        io.write_table(metrics_path, metrics)
+        cols = [c for c in ("image", "n_true", "n_pred", "f1@0.5", "aji") if c in metrics.columns]
+        print(metrics[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"metrics -> {metrics_path}")
+    return 0
+
+
 # ---------------------------------------------------------------------- demo
 def _args_demo(p: argparse.ArgumentParser) -> None:
     _add_run_options(p)
@@ -264,6 +303,10 @@ register_subcommand("info", "print a file's series, axes, shape, dtype, pixel si
                     _args_info, cmd_info)
 register_subcommand("evaluate", "match label images by file name against ground truth and print metrics",
                     _args_evaluate, cmd_evaluate)
+register_subcommand("measure", "measure (and score) labels edited in Fiji or AnnotatorJ like a run's result",
+                    _args_measure, cmd_measure,
+                    "Re-imports edited ROI sets or label images, pairs each with its image by name, writes one "
+                    "row per object in physical units and, with --gt, the matching metrics per image.")
 register_subcommand("demo", "run the quickstart config on the bundled demo data; prints the run folder",
                     _args_demo, cmd_demo,
                     "Runs configs/demo.json (or $OPSEF_DEMO_CONFIG) and prints the run folder last.")

@@ -165,6 +165,30 @@ def test_decode_equals_cellpose_eval_exactly(seg, crop, prediction, base_params,
     np.testing.assert_array_equal(ours, masks)
 
 
+def test_flow_threshold_sweep_follows_the_flows_once_per_cellprob_threshold(seg, crop, base_params, monkeypatch):
+    """The dynamics are shared across flow_threshold/min_size; every setting still equals eval."""
+    import cellpose.dynamics as dyn
+
+    img = crop[0]
+    pred = seg.predict(img, seg.params(base_params))
+    calls = []
+    real = dyn.follow_flows
+    monkeypatch.setattr(dyn, "follow_flows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    grid = [(f, c, m) for c in (0.0, -1.0) for f in (0.2, 0.4, 0.8) for m in (15, 40)]
+    ours = {s: seg.decode(pred, img, seg.params({**base_params, "flow_threshold": s[0], "cellprob_threshold": s[1],
+                                                 "min_size": s[2]})) for s in grid}
+    assert len(calls) == 2  # one per cellprob_threshold, not 12
+    monkeypatch.undo()
+    model = seg.model(seg.params(base_params))
+    for (f, c, m), lab in ours.items():
+        if m == 40 and f != 0.4:
+            continue  # keep the reference calls few; min_size is checked at flow 0.4
+        masks = model.eval(np.asarray(img.data), channels=[0, 0], flow_threshold=f, cellprob_threshold=c,
+                           min_size=m, diameter=float(model.diam_mean))[0]
+        np.testing.assert_array_equal(lab, masks, err_msg=str((f, c, m)))
+    assert (ours[(0.8, 0.0, 15)] > 0).sum() >= (ours[(0.2, 0.0, 15)] > 0).sum()
+
+
 def test_threshold_sweep_runs_network_once(seg, crop, base_params, counted_prediction):
     pred, counter = counted_prediction
     img, truth = crop

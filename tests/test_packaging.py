@@ -62,3 +62,13 @@ def test_readme_shows_the_two_commands_first_and_ci_runs_make_test():
     assert "make test" in ci and "CI=true" in ci
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^demo:", makefile, flags=re.M) and re.search(r"^test:", makefile, flags=re.M)
+
+
+def test_readme_links_every_notebook_and_its_links_resolve():
+    readme = (REPO / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)\)", readme)
+    local = [t for t in targets if "://" not in t]
+    missing = [t for t in local if not (REPO / t).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
+    for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+        assert f"notebooks/{nb.name}" in local, f"README does not link {nb.name}"

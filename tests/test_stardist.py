@@ -109,6 +109,68 @@ def test_decoded_equals_predict_instances_and_sweep_runs_network_once():
     assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
 
 
+class _CountNMS:
+    """Counts calls of StarDist's 2D/3D NMS kernels (what a threshold sweep should not repeat)."""
+
+    def __init__(self, monkeypatch):
+        import stardist.nms as nms
+
+        self.calls = 0
+        for name in ("non_maximum_suppression_inds", "non_maximum_suppression_3d_inds"):
+            real = getattr(nms, name)
+
+            def counted(*a, _real=real, **k):
+                self.calls += 1
+                return _real(*a, **k)
+
+            monkeypatch.setattr(nms, name, counted)
+
+
+@needs_2d
+@pytest.mark.slow
+def test_prob_sweep_shares_one_nms_and_equals_predict_instances(monkeypatch):
+    from csbdeep.utils import normalize
+    from stardist.data import test_image_nuclei_2d
+
+    img = test_image_nuclei_2d()  # 512x512 real nuclei
+    image = Image.from_array(img, "YX")
+    seg = get_segmenter("stardist")
+    model = seg.model(seg.params({"model": "stardist2d_demo"}))
+    x = normalize(img, 1, 99.8, axis=None)
+    counter = _CountNMS(monkeypatch)
+    pred = seg.predict(image, seg.params({"model": "stardist2d_demo"}))
+    # ascending thresholds after the lowest: one NMS per nms_thresh; then a lower one runs again
+    sweep = [(0.3, 0.3), (0.35, 0.3), (0.5, 0.3), (0.62, 0.3), (0.75, 0.3), (0.9, 0.3),
+             (0.4, 0.5), (0.6, 0.5), (0.2, 0.3)]
+    ours = [seg.decode(pred, image, seg.params({"model": "stardist2d_demo", "prob_thresh": t, "nms_thresh": n}))
+            for t, n in sweep]
+    # without reuse: 9 NMS; nms 0.5 and the lower 0.2 need their own; ties may force a few more
+    assert counter.calls <= 6, counter.calls
+    monkeypatch.undo()
+    for (t, n), lab in zip(sweep, ours):
+        ref = model.predict_instances(x, prob_thresh=t, nms_thresh=n, show_tile_progress=False)[0]
+        assert np.array_equal(lab, ref), (t, n)
+    assert ours[0].max() > ours[5].max() > 0
+
+
+def test_nms_reuse_with_tied_probabilities_equals_stardist():
+    """Quantised probabilities (many ties): every setting equals StarDist's own NMS exactly."""
+    from stardist.nms import non_maximum_suppression
+
+    from opsef_core.segment.stardist_nms import clear_memo, kept_candidates
+
+    rng = np.random.default_rng(0)
+    prob = (np.round(rng.uniform(0, 1, (64, 64)) * 8) / 8).astype(np.float32)  # 9 levels
+    dist = rng.uniform(1, 6, (64, 64, 16)).astype(np.float32)
+    clear_memo()
+    for t in (0.1, 0.3, 0.3, 0.55, 0.8, 0.2):
+        pts, pr, di = kept_candidates(prob, dist, t, 0.4, (1, 1))
+        rp, rpr, rdi = non_maximum_suppression(dist, prob, grid=(1, 1), prob_thresh=t, nms_thresh=0.4)
+        np.testing.assert_array_equal(pts, rp)
+        np.testing.assert_array_equal(pr, rpr)
+        np.testing.assert_array_equal(di, rdi)
+
+
 @needs_3d
 @pytest.mark.slow
 def test_demo3d_model_on_spheroid_stack():
@@ -130,6 +192,16 @@ def test_demo3d_model_on_spheroid_stack():
     assert f1 >= 0.5 and f1 >= 3 * classical, (f1, classical)
     d = seg.describe_model(p)
     assert d["n_dim"] == 3 and d["anisotropy"][0] > 1.5  # Z extent smaller in voxels than Y/X
+    # a threshold sweep in 3D: one NMS, each setting equal to predict_instances
+    from csbdeep.utils import normalize
+
+    model = seg.model(p)
+    pred = seg.predict(image, p)
+    x = normalize(img, 1, 99.8, axis=None)
+    for t in (model.thresholds.prob, model.thresholds.prob + 0.1, model.thresholds.prob + 0.25):
+        ours = seg.decode(pred, image, seg.params({"model": "stardist3d_demo", "prob_thresh": t}))
+        ref = model.predict_instances(x, prob_thresh=t, show_tile_progress=False)[0]
+        assert np.array_equal(ours, ref), t
     # a 2D image into the 3D model is a clear error
     with pytest.raises(SegmentationError, match="3D"):
         seg.segment(Image.from_array(img[10], "YX"), p)

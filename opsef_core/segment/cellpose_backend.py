@@ -252,6 +252,11 @@ def masks_from_flows(
 ) -> np.ndarray:
     """Cellpose's mask reconstruction from flows, exactly as ``CellposeModel.eval`` runs it.
 
+    For a single plane the dynamics and flow errors are computed once per flow array and
+    ``cellprob_threshold`` and reused for every ``flow_threshold``/``min_size``
+    (:mod:`opsef_core.segment.cellpose_masks`); stacks and 3D flows go through Cellpose's
+    ``_compute_masks`` as they are.
+
     Parameters
     ----------
     dP : ndarray
@@ -295,8 +300,13 @@ def masks_from_flows(
                   interp=True, min_size=min_size, max_size_fraction=max_size_fraction,
                   niter=niter, do_3D=do_3D, stitch_threshold=stitch_threshold)
     if cellprob.ndim == 2:
-        shape = (1,) + spatial + (2,)
-        masks = _cellpose_compute_masks(shape, dP[:, None], cellprob[None], device=device, **kwargs)
+        import torch
+
+        from .cellpose_masks import plane_masks
+
+        masks = plane_masks(dP, cellprob, flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold,
+                            min_size=min_size, max_size_fraction=max_size_fraction, niter=niter,
+                            device=torch.device(device))
     else:
         shape = spatial + (2,)
         masks = _cellpose_compute_masks(shape, dP, cellprob, device=device, **kwargs)

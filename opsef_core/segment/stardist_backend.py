@@ -3,10 +3,11 @@
 The network pass (:meth:`StarDistSegmenter.predict`) returns the object
 probability and ray distances; decoding (:meth:`StarDistSegmenter.decode`) runs
 StarDist's non-maximum suppression and renders polygons/polyhedra with the
-requested ``prob_thresh``/``nms_thresh``.  Both use private methods of the
-pinned stardist version; they are wrapped in :func:`network_pass` and
-:func:`decode_instances` only, and a test checks that the decoded labels equal
-``model.predict_instances`` with the same thresholds.
+requested ``prob_thresh``/``nms_thresh``; one NMS made at the lowest threshold
+of a sweep serves the higher ones (:mod:`opsef_core.segment.stardist_nms`).  Both
+depend on the structure of the pinned stardist version; they are wrapped in
+:func:`network_pass` and :func:`decode_instances` only, and tests check that the
+decoded labels equal ``model.predict_instances`` with the same thresholds.
 
 Models are found by :func:`opsef_core.models.resolve_model`: a path, the
 project's ``models/`` folder (``stardist2d_demo``, ``stardist3d_demo``), the
@@ -223,8 +224,9 @@ def decode_instances(model, shape: tuple, prob: np.ndarray, dist: np.ndarray,
                      scale: dict | None = None) -> tuple[np.ndarray, dict]:
     """Non-maximum suppression and rendering, as ``predict_instances`` does.
 
-    Calls the private ``model._instances_from_prediction`` of stardist 0.9.2
-    (the only place opsef uses it).
+    :func:`opsef_core.segment.stardist_nms.decode_dense` re-states the dense part of
+    stardist 0.9.2's ``_instances_from_prediction`` with the library's NMS kernels and
+    renderers, and reuses one NMS across a ``prob_thresh`` sweep (same labels; tested).
 
     Parameters
     ----------
@@ -243,8 +245,9 @@ def decode_instances(model, shape: tuple, prob: np.ndarray, dist: np.ndarray,
     (ndarray, dict)
         Labels (int32) and StarDist's details (points, prob, coord).
     """
-    labels, details = model._instances_from_prediction(
-        tuple(shape), prob, dist, prob_thresh=prob_thresh, nms_thresh=nms_thresh, scale=scale)
+    from .stardist_nms import decode_dense
+
+    labels, details = decode_dense(model, tuple(shape), prob, dist, prob_thresh, nms_thresh, scale)
     return np.asarray(labels).astype(np.int32, copy=False), details
 
 
