@@ -4,7 +4,7 @@ For each backend: one setting (predict + decode) against a 10-setting threshold
 sweep through opsef (one ``predict`` + 10 ``decode``), their ratio (target
 <= 2x), and opsef's overhead against the library's own one-call API on the same
 input (target <= 5 %).  Every timing is the median of ``--repeats`` runs after
-one warm-up run.
+one warm-up run, the three functions timed in interleaved rounds.
 
 Usage::
 
@@ -28,14 +28,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (graph tracing, caches)
-    times = []
+def _median_times(fns, repeats: int) -> list[float]:
+    """Median wall time of each function, timed in interleaved rounds after one warm-up each.
+
+    Interleaving (one call of each function per round) keeps slow drifts of the machine
+    (other load, clock changes) from favouring whichever function was timed first.
+    """
+    for fn in fns:
+        fn()  # warm-up (graph tracing, caches)
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def bench_stardist(repeats: int = 3, model: str = "stardist2d_demo") -> dict:
@@ -79,9 +86,7 @@ def bench_stardist(repeats: int = 3, model: str = "stardist2d_demo") -> dict:
         return sd.predict_instances(x, prob_thresh=one.prob_thresh, n_tiles=(1, 1), show_tile_progress=False)[0]
 
     assert np.array_equal(single(), library()), "opsef and predict_instances disagree"
-    t_one = _median_time(single, repeats)
-    t_sweep = _median_time(swept, repeats)
-    t_lib = _median_time(library, repeats)
+    t_one, t_sweep, t_lib = _median_times([single, swept, library], repeats)
     return {
         "backend": "stardist",
         "input": f"{img.shape[0]}x{img.shape[1]}",
@@ -138,9 +143,7 @@ def bench_cellpose(repeats: int = 3, model: str = "cellpose_demo") -> dict:
                        cellprob_threshold=0.0)[0]
 
     assert np.array_equal(single(), library()), "opsef and CellposeModel.eval disagree"
-    t_one = _median_time(single, repeats)
-    t_sweep = _median_time(swept, repeats)
-    t_lib = _median_time(library, repeats)
+    t_one, t_sweep, t_lib = _median_times([single, swept, library], repeats)
     return {
         "backend": "cellpose",
         "input": f"{img.shape[0]}x{img.shape[1]}",
@@ -173,6 +176,11 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     args = ap.parse_args(argv)
     rows = [BACKENDS[name](repeats=args.repeats) for name in args.backends]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import machine
+
+    print(f"machine: {machine()}")
+    print(f"command: python benchmarks/sweep_reuse.py --repeats {args.repeats} --backends {' '.join(args.backends)}")
     print_table(rows)
     return 0
 
