@@ -175,16 +175,41 @@ class EvaluationConfig(_Strict):
         return v
 
 
+class TilingConfig(_Strict):
+    """Segment images larger than one tile tile by tile (:func:`opsef_core.tiled.segment_tiled_image`).
+
+    ``tile_shape`` is the largest tile per spatial axis (one number for all, or one per axis,
+    ``YX`` or ``ZYX``); ``overlap`` the context on each side, which must exceed the largest
+    object.  Images that fit in one tile are segmented whole.  Each setting of a sweep runs the
+    network on every tile (the network pass is not shared across settings in tiled runs).
+    Normalisation limits come from the whole image's intensities (a strided sample above 4 Mpx)
+    and automatic thresholds (Otsu, ...) are computed per tile, so results can differ slightly
+    from a whole-image run; with ``normalize_limits`` and a fixed threshold they are identical.
+    """
+
+    tile_shape: int | list[int] = 1024
+    overlap: int | list[int] = 64
+
+    @field_validator("tile_shape", "overlap")
+    @classmethod
+    def _positive(cls, v, info):
+        vals = [v] if isinstance(v, int) else v
+        if not vals or any(x < (1 if info.field_name == "tile_shape" else 0) for x in vals):
+            raise ValueError(f"{info.field_name} must be positive integers, got {v}")
+        return v
+
+
 class ExecutionConfig(_Strict):
     """Where items run: workers (processes) and a dask scheduler address; device for networks.
 
     ``device`` is passed to every backend that has a ``device`` parameter,
-    unless the segmenter entry sets its own.
+    unless the segmenter entry sets its own.  ``tiling`` segments large images tile by tile.
     """
 
     workers: int = Field(default=1, ge=1)
     scheduler: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    tiling: TilingConfig | None = None
 
 
 class RunConfig(_Strict):

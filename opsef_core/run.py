@@ -468,7 +468,25 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
         groups: dict[str, list[Combination]] = {}
         for c in combos:
             groups.setdefault(c.network_key, []).append(c)
+        tiling = config.execution.tiling
+        tiled = tiling is not None and _needs_tiles(pre, tiling.tile_shape)
         for key, group in groups.items():
+            if tiled:
+                for c in group:
+                    labels = _segment_tiled(config, item, c, pre, rows[c.id], t_pre, result)
+                    panels[c.setting_id] = None
+                    if labels is None:
+                        continue
+                    try:
+                        _write_outputs(config, run_dir, item, c, image, pre, display, labels, gt, rows[c.id],
+                                       measurements, result)
+                        panels[c.setting_id] = labels
+                        rows[c.id]["status"] = "done"
+                    except Exception as exc:  # noqa: BLE001
+                        if not isinstance(exc, OpsefError):
+                            logger.error("%s / %s failed:\n%s", item.id, c.id, traceback.format_exc())
+                        rows[c.id]["error"] = _err(exc)
+                continue
             seg = get_segmenter(group[0].backend)
             p0 = seg.params(_exec_params(group[0].params, config.base_dir))
             t1 = time.perf_counter()
@@ -525,6 +543,43 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
     n_failed = sum(r["status"] != "done" for r in rows.values())
     result["status"] = "done" if n_failed == 0 else ("failed" if n_failed == len(rows) else "partial")
     return _finish_item(run_dir, result, atomic_write_json)
+
+
+def _needs_tiles(image, tile_shape) -> bool:
+    """Whether an image's spatial extent exceeds one tile along some axis."""
+    spatial = [image.size(a) for a in image.spatial_axes]
+    tiles = [tile_shape] * len(spatial) if isinstance(tile_shape, int) else list(tile_shape)
+    if len(tiles) != len(spatial):
+        raise ConfigError(f"execution.tiling.tile_shape {tile_shape} needs one value per spatial axis "
+                          f"({image.spatial_axes})", image.source)
+    return any(s > t for s, t in zip(spatial, tiles))
+
+
+def _segment_tiled(config, item, c, pre, row, t_pre, result):
+    """One combination segmented tile by tile; fills the summary row, returns labels or None."""
+    from .tiled import segment_tiled_image
+
+    tiling = config.execution.tiling
+    t0 = time.perf_counter()
+    try:
+        labels, info = segment_tiled_image(pre, c.backend, _exec_params(c.params, config.base_dir),
+                                           tile_shape=tiling.tile_shape, overlap=tiling.overlap,
+                                           progress=False, return_info=True)
+    except Exception as exc:  # noqa: BLE001
+        if not isinstance(exc, OpsefError):
+            logger.error("%s / %s tiled segmentation failed:\n%s", item.id, c.id, traceback.format_exc())
+        row["error"] = f"tiled segmentation: {_err(exc)}"
+        return None
+    n = int(info["n_tiles"])
+    result["counts"]["network"] += n
+    result["counts"]["decode"] += n
+    row.update(t_preprocess_s=round(t_pre, 4), t_network_s=round(time.perf_counter() - t0, 4),
+               t_decode_s=0.0, network_reused=False, tiles=n, tile_normalization=info["normalization"],
+               tile_large_objects=int(info.get("n_large", 0)))
+    if info.get("n_large"):
+        logger.warning("%s / %s: %d objects reach the tile overlap %s; raise execution.tiling.overlap",
+                       item.id, c.id, info["n_large"], tiling.overlap)
+    return np.asarray(labels)
 
 
 def _write_outputs(config, run_dir, item, c, image, pre, display, labels, gt, row, measurements, result):

@@ -330,3 +330,31 @@ def test_channel_ratios_from_the_config(tmp_path):
     assert len(meas) == 4
     np.testing.assert_allclose(meas["ratio_a_b"], meas["a_mean"] / meas["b_mean"])
     assert (meas["ratio_a_b"].between(1.9, 2.1)).all()
+
+
+def test_tiled_run_gives_the_whole_image_result(tmp_path):
+    """execution.tiling: images larger than a tile are segmented by tiles, objects kept whole.
+
+    With fixed normalisation limits and threshold the tiled labels are the whole-image ones.
+    """
+    truths = make_dataset(tmp_path / "data", n_images=2)
+    seg = [{"name": "classical", "backend": "classical",
+            "params": {"sigma": 1.0, "min_size": 10, "threshold": 0.3, "normalize_limits": [100, 900]},
+            "sweep": {"h": [1.0, 2.0]}}]
+    whole = execute(make_config(tmp_path, segmenters=seg, pipelines=[{"name": "raw", "steps": []}]),
+                    out=tmp_path / "whole", progress=False)
+    (tmp_path / "cfg.json").unlink()
+    cfg = make_config(tmp_path, segmenters=seg, pipelines=[{"name": "raw", "steps": []}],
+                      execution={"tiling": {"tile_shape": 40, "overlap": 16}})
+    tiled = execute(cfg, out=tmp_path / "tiled", progress=False)
+    summary = pd.read_csv(tiled / "summary.csv")
+    assert (summary["status"] == "done").all() and (summary["tiles"] > 1).all()
+    for f in sorted((whole / "labels").glob("*.tif")):
+        a, b = tifffile.imread(f), tifffile.imread(tiled / "labels" / f.name)
+        # the same objects (label values may differ): identical partitions of the image
+        pairs = set(zip(a.ravel().tolist(), b.ravel().tolist()))
+        assert len(pairs) == len(np.unique(a)) == len(np.unique(b)), f.name
+    assert json.loads((tiled / "run.json").read_text())["config"]["execution"]["tiling"]["tile_shape"] == 40
+    assert len(truths) == 2
+    with pytest.raises(Exception, match="tile_shape"):
+        load_config(make_config(tmp_path, execution={"tiling": {"tile_shape": 0}}))
