@@ -64,7 +64,7 @@ models = [
     {"name": "cellpose", "backend": "cellpose", "params": {"model": "cellpose_demo"}},
     {"name": "unet", "backend": "unet", "params": {"model": "unet2d_demo"}},
 ]
-scale_factors = [1.0]
+scale_factors = [0.75, 1.0]
 choose = "auto"
 filter_ranges = {"area": [15.0, 200.0], "solidity": [0.85, 1.0]}
 seed = 0

@@ -14,21 +14,17 @@ MAIN = ["record.json", "spheroid_metrics.csv", "spheroid_summary.csv", "growth.c
 
 
 def test_debris_brightfield_notebook(tmp_path):
-    params = {"settings": [
-        {"name": "classical_otsu", "backend": "classical",
-         "params": {"threshold": "otsu", "sigma": 2.0, "h": 0.0, "min_size": 100}},
-        {"name": "classical_li", "backend": "classical",
-         "params": {"threshold": "li", "sigma": 2.0, "h": 0.0, "min_size": 100}}]}
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
-    folder = execute("debris_brightfield", tmp_path / "a", parameters=params)
+    folder = execute("debris_brightfield", tmp_path / "a")  # the notebook's own settings
     prov = check_outputs(folder, MAIN)
     assert "spheroid_summary.csv" in prov["outputs"]
     record = json.loads((folder / "record.json").read_text())
-    assert record["scale"] == 0.5 and [s["name"] for s in record["settings"]] == ["classical_otsu", "classical_li"]
+    names = ["classical_otsu", "classical_li", "unet_demo"]
+    assert record["scale"] == 0.5 and [s["name"] for s in record["settings"]] == names
     per_image = pd.read_csv(folder / "spheroid_metrics.csv")
     summary = pd.read_csv(folder / "spheroid_summary.csv")
-    assert len(per_image) == 2 * 6 and set(summary["setting"]) == {"classical_otsu", "classical_li"}
+    assert len(per_image) == 3 * 6 and set(summary["setting"]) == set(names)
     # a working segmentation of the demo spheroids: small Jaccard distance, no invalid spheroid,
     # diameters growing with the time index (radius 38 + 6 t px in the generator)
     assert summary["jcd_mean"].min() < 0.15

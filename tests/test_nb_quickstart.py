@@ -16,8 +16,10 @@ MAIN = ["record.json", "models.json", "explore_config.json", "montages.png", "ra
         "embedding.png"]
 
 
-def _n_settings(entries: list[dict]) -> int:
-    return sum(math.prod(len(v) for v in e.get("sweep", {}).values()) for e in entries)
+def _n_settings(entries: list[dict], scale_factors=(1.0,)) -> int:
+    """Settings of the grid: each entry's sweep, times the scale factors for StarDist and Cellpose."""
+    return sum(math.prod(len(v) for v in e.get("sweep", {}).values())
+               * (len(scale_factors) if e["backend"] in ("stardist", "cellpose") else 1) for e in entries)
 
 
 @pytest.mark.slow
@@ -35,7 +37,8 @@ def test_quickstart_runs_and_reruns_from_record(tmp_path):
     usable = json.loads((folder / "models.json").read_text())["usable"]
     assert {"classical"} <= {m["backend"] for m in usable}
     ranking = pd.read_csv(folder / "ranking.csv")
-    assert len(ranking) == 4 * _n_settings(usable)
+    assert len(record["scale_factors"]) == 2  # the grid explores scale factors too
+    assert len(ranking) == 4 * _n_settings(usable, record["scale_factors"])
     assert (ranking["n_images"] == 2).all()
     assert ranking["f1@0.5_mean"].between(0, 1).all()
     assert ranking["f1@0.5_mean"].is_monotonic_decreasing
