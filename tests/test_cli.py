@@ -96,7 +96,19 @@ def test_info_and_evaluate(cfg, tmp_path, capsys):
     img = tmp_path / "data" / "images" / "im0.tif"
     assert main(["info", str(img)]) == 0
     out = capsys.readouterr().out
-    assert "48" in out and "uint16" in out
+    assert "48" in out and "uint16" in out and "Y=0.5, X=0.5" in out  # ImageJ calibration 2 px/µm
+    # a multichannel OME-TIFF: axes, shape, pixel sizes and channel names
+    from opsef_core.image import Image
+    from opsef_core.io import write_ome_tiff
+
+    ome = tmp_path / "two.ome.tif"
+    data = np.zeros((2, 3, 16, 20), np.uint16)
+    write_ome_tiff(ome, Image.from_array(data, "CZYX", pixel_size={"Z": 2.0, "Y": 0.25, "X": 0.25},
+                                         channel_names=["dapi", "gfp"]))
+    assert main(["info", str(ome)]) == 0
+    out = capsys.readouterr().out
+    assert "CZYX" in out and "(2, 3, 16, 20)" in out and "Z=2" in out and "X=0.25" in out
+    assert "dapi, gfp" in out
     gt = tmp_path / "data" / "labels"
     assert main(["evaluate", "--pred", str(gt), "--gt", str(gt), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -236,6 +236,18 @@ def test_spheroid_metrics_hand_computed():
     assert m2["jcd"] == pytest.approx(1 - 64 / 100)
     assert m2["rdd"] == pytest.approx(0.2)  # d ∝ √A: |8 − 10| / 10
 
+    # a non-zero circularity deviation: a 10 x 20 rectangle predicted for the 10 x 10 square
+    from skimage.measure import perimeter_crofton
+
+    p4 = np.zeros((40, 40), np.uint16)
+    p4[10:20, 10:30] = 1
+    m4 = ev.spheroid_metrics(t, p4, pixel_size=0.5)
+    c_t = 4 * math.pi * 100 / perimeter_crofton(t > 0, directions=4) ** 2  # circularity is scale free
+    c_p = 4 * math.pi * 200 / perimeter_crofton(p4 > 0, directions=4) ** 2
+    assert m4["rcd"] == pytest.approx(abs(c_p - c_t) / c_t) and m4["rcd"] > 0.05
+    assert m4["rdd"] == pytest.approx(math.sqrt(2) - 1)  # d ∝ √A: √200 / √100 − 1
+    assert m4["jcd"] == pytest.approx(1 - 100 / 200)
+
     # invalid: no overlap, and no prediction at all
     p3 = np.zeros((40, 40), np.uint16)
     p3[25:35, 25:35] = 1

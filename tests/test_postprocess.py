@@ -196,3 +196,24 @@ def test_class_mask_from_file_and_3d_holes(tmp_path, crafted):
     cube[3:6, 3:6, 3:6] = 0
     filled = fill_holes(cube)
     assert np.count_nonzero(filled == 3) == 7**3 and np.count_nonzero(cube == 3) == 7**3 - 27
+
+
+def test_filters_on_3d_properties_in_physical_units():
+    """Volume (µm³, anisotropic voxels) and sphericity ranges on a ball and a flat slab."""
+    from opsef_core.image import Image
+    from opsef_core.postprocess import filter_objects
+
+    zz, yy, xx = np.mgrid[:20, :40, :40]
+    labels = np.zeros((20, 40, 40), np.int32)
+    # a ball of radius 6 µm in voxels of 1 x 0.5 x 0.5 µm: 6 voxels in Z, 12 in Y and X
+    labels[((zz - 10) / 6.0) ** 2 + ((yy - 14) / 12.0) ** 2 + ((xx - 14) / 12.0) ** 2 <= 1] = 1
+    labels[9:11, 30:38, 2:38] = 2  # slab 2 x 4 x 18 µm: volume 144 µm³, far from a sphere
+    image = Image.from_array(np.ones(labels.shape, np.uint16), "ZYX", pixel_size={"Z": 1.0, "Y": 0.5, "X": 0.5})
+    ball_volume = 4 / 3 * np.pi * 6.0**3  # 904.8 µm³
+    kept, table = filter_objects(labels, {"sphericity": (0.8, None)}, image=image)
+    assert set(np.unique(kept)) == {0, 1}
+    assert table.loc[table["label"] == 1, "volume"].iloc[0] == pytest.approx(ball_volume, rel=0.05)
+    kept, _ = filter_objects(labels, {"volume": (100.0, 200.0)}, image=image)
+    assert set(np.unique(kept)) == {0, 2}
+    kept, _ = filter_objects(labels, {"volume": (None, 50.0)}, image=image)
+    assert not kept.any()

@@ -117,9 +117,15 @@ def test_plan_items_and_combinations(project):
 def test_run_end_to_end_writes_every_file(project, monkeypatch):
     root, cfg_path, truths = project
     spy = Spy(monkeypatch)
+    from opsef_core.preprocess import Pipeline
+
+    applied = []
+    real_apply = Pipeline.apply
+    monkeypatch.setattr(Pipeline, "apply", lambda self, image: applied.append(self.name) or real_apply(self, image))
     run = execute(cfg_path, out=root / "runs", progress=False)
     assert run.parent == root / "runs" and run.name.startswith("cfg-")
-    # one network pass per image and pipeline, one decoding per setting
+    # each pipeline once per image; one network pass per image and pipeline, one decoding per setting
+    assert sorted(applied) == ["median", "median", "raw", "raw"]
     assert spy.predict == 2 * 2 and spy.decode == 2 * 4
 
     combos = [c.id for c in plan(load_config(cfg_path))]

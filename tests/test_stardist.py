@@ -258,3 +258,22 @@ def test_tiny_training_run_gives_a_loadable_model(tmp_path):
         train_stardist(pairs, out, dims=2)
     with pytest.raises(InputFileError, match="3D"):
         train_stardist(pairs, tmp_path / "bad", dims=3)
+
+
+@pytest.mark.slow
+def test_tiny_3d_training_run_gives_a_loadable_model(tmp_path):
+    from opsef_core.train.data import TrainingPairs
+    from opsef_core.train.stardist import train_stardist
+
+    stacks = sorted((SPHEROID / "cleared" / "images").glob("*.tif"))[:2]
+    imgs = [tifffile.imread(p)[:16, :64, :64] for p in stacks]
+    labs = [tifffile.imread(SPHEROID / "cleared" / "labels" / p.name)[:16, :64, :64] for p in stacks]
+    out = train_stardist(TrainingPairs(imgs, labs, ["a", "b"]), tmp_path / "tiny3d", dims=3, n_rays=16,
+                         epochs=1, steps_per_epoch=1, patch_size=(16, 32, 32), seed=1, optimize_thresholds=False,
+                         unet_n_depth=1, unet_n_filter_base=4, train_batch_size=1)
+    cfg = json.loads((out / "config.json").read_text())
+    rec = json.loads((out / "training.json").read_text())
+    assert cfg["n_dim"] == 3 and cfg["n_rays"] == 16 and rec["epochs_run"] == 1 and rec["dims"] == 3
+    image = Image.from_array(imgs[0], "ZYX", pixel_size={"Z": 2.0, "Y": 0.5, "X": 0.5})
+    lab = get_segmenter("stardist").segment(image, {"model": str(out), "prob_thresh": 0.9})
+    assert lab.shape == imgs[0].shape and lab.dtype == np.int32

@@ -229,3 +229,27 @@ def test_bad_inputs_raise_our_errors(seg, tiny_model):
         seg.params({"model": "x", "prob_threshold": 1.5})
     with pytest.raises(ConfigError):
         seg.params({"model": "x", "unknown": 1})
+
+
+@pytest.mark.slow
+def test_tiny_3d_training_writes_a_loadable_3d_model(tmp_path):
+    from opsef_core.train.data import TrainingPairs
+    from opsef_core.train.unet import train_unet
+
+    spheroid = Path(__file__).resolve().parents[1] / "demo_data" / "spheroid_clearing" / "cleared"
+    stack = sorted((spheroid / "images").glob("*.tif"))[0]
+    img = tifffile.imread(stack)[:16, :48, :48]
+    lab = tifffile.imread(spheroid / "labels" / stack.name)[:16, :48, :48]
+    out = train_unet(TrainingPairs([img, img[:, ::-1]], [lab, lab[:, ::-1]], ["a", "b"]), tmp_path / "tiny3d",
+                     dims=3, epochs=1, patch_size=(8, 32, 32), batch_size=1, steps_per_epoch=1, depth=1,
+                     filters=4, device="cpu", seed=2)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["dims"] == 3 and cfg["variant"] == "3class"
+    from opsef_core.segment import get_segmenter
+
+    seg = get_segmenter("unet")
+    image = Image.from_array(img, "ZYX", pixel_size={"Z": 2.0, "Y": 0.5, "X": 0.5})
+    pred = seg.predict(image, seg.params({"model": str(out), "device": "cpu"}))
+    assert pred["probabilities"].shape == (3, *img.shape)
+    labels = seg.decode(pred, image, seg.params({"model": str(out), "device": "cpu"}))
+    assert labels.shape == img.shape
