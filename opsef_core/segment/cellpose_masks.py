@@ -20,16 +20,16 @@ order; a test checks the labels equal ``CellposeModel.eval`` for the same parame
 from __future__ import annotations
 
 import logging
-import weakref
 
 import numpy as np
+
+from .memo import ArrayMemo
 
 __all__ = ["plane_masks", "clear_memo"]
 
 logger = logging.getLogger(__name__)
 
-# id(dP) -> {"ref": weakref to dP, "stages": {(cellprob_threshold, niter, max_size_fraction): (mask, errors)}}
-_MEMO: dict[int, dict] = {}
+_MEMO = ArrayMemo()
 
 #: above this many pixels on a GPU, Cellpose moves the flow-error step to the CPU; not cached
 _LARGE = 10000 * 10000
@@ -40,14 +40,6 @@ def clear_memo() -> None:
     _MEMO.clear()
 
 
-def _memo_for(dP: np.ndarray) -> dict:
-    key = id(dP)
-    entry = _MEMO.get(key)
-    if entry is None or entry["ref"]() is not dP:
-        entry = {"ref": weakref.ref(dP), "stages": {}}
-        _MEMO[key] = entry
-        weakref.finalize(dP, _MEMO.pop, key, None)
-    return entry["stages"]
 
 
 def _dynamics_and_errors(dP, cellprob, cellprob_threshold, niter, max_size_fraction, device):
@@ -99,7 +91,7 @@ def plane_masks(dP: np.ndarray, cellprob: np.ndarray, *, flow_threshold: float, 
                              flow_threshold=flow_threshold, interp=True, do_3D=False,
                              max_size_fraction=max_size_fraction, device=device)
         return utils.fill_holes_and_remove_small_masks(mask, min_size=min_size)
-    stages = _memo_for(dP)
+    stages = _MEMO.for_array(dP)
     key = (float(cellprob_threshold), float(niter), float(max_size_fraction), str(device))
     if key not in stages:
         import warnings

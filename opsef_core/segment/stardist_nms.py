@@ -24,9 +24,10 @@ library's own NMS kernels and renderers; it is the only place that depends on th
 from __future__ import annotations
 
 import logging
-import weakref
 
 import numpy as np
+
+from .memo import ArrayMemo
 
 __all__ = ["decode_dense", "clear_memo"]
 
@@ -35,8 +36,7 @@ logger = logging.getLogger(__name__)
 #: border (grid pixels) excluded from the candidates, StarDist's default ``b``
 BORDER = 2
 
-# id(prob array) -> {"ref": weakref to prob, "nms": {(nms_thresh, rays key): cached ranking}}
-_MEMO: dict[int, dict] = {}
+_MEMO = ArrayMemo()
 
 
 def clear_memo() -> None:
@@ -44,14 +44,6 @@ def clear_memo() -> None:
     _MEMO.clear()
 
 
-def _memo_for(prob: np.ndarray) -> dict:
-    key = id(prob)
-    entry = _MEMO.get(key)
-    if entry is None or entry["ref"]() is not prob:
-        entry = {"ref": weakref.ref(prob), "nms": {}}
-        _MEMO[key] = entry
-        weakref.finalize(prob, _MEMO.pop, key, None)
-    return entry["nms"]
 
 
 def _ranking(prob: np.ndarray, dist: np.ndarray, prob_thresh: float, grid) -> tuple:
@@ -101,7 +93,7 @@ def kept_candidates(prob: np.ndarray, dist: np.ndarray, prob_thresh: float, nms_
 
 def _kept(prob, dist, prob_thresh, nms_thresh, grid, rays):
     """:func:`kept_candidates` plus the cache entry used and how many of its kept candidates remain."""
-    memo = _memo_for(prob)
+    memo = _MEMO.for_array(prob)
     key = (float(nms_thresh), None if rays is None else id(rays))
     done = memo.setdefault(key, [])  # NMS results at the thresholds run so far, lowest first
     points, scores, dists = _ranking(prob, dist, prob_thresh, grid)
