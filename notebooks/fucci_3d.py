@@ -60,8 +60,8 @@ models = {
     "stardist3d_demo": {"backend": "stardist", "params": {"model": "stardist3d_demo", "scale": [0.5, 0.8, 0.8]}},
     "cellpose_demo_3D": {"backend": "cellpose", "params": {"model": "cellpose_demo", "do_3D": True,
                                                            "diameter": 14.0}},
-    "unet_watershed": {"backend": "unet", "params": {"model": "unet2d_demo", "instances": "watershed"}},
-    "unet_connected": {"backend": "unet", "params": {"model": "unet2d_demo",
+    "unet3d_watershed": {"backend": "unet", "params": {"model": "unet3d_demo", "instances": "watershed"}},
+    "unet3d_connected": {"backend": "unet", "params": {"model": "unet3d_demo",
                                                      "instances": "connected_components"}},
 }
 phase_model = "best"
@@ -117,8 +117,9 @@ plt.show()
 # %% [markdown]
 # ## 2. 3D segmentation, several models
 # Models not found under `models/` are listed as `missing` and skipped. The two U-Net entries
-# share one network pass: connected components of the interior class (the FUCCI study's way;
-# touching nuclei merge where the boundary class fails) against a seeded watershed.
+# use the 3D U-Net `unet3d_demo` (3-class, trained on the `spheroid_clearing` stacks) and share one
+# network pass: connected components of the interior class (the FUCCI study's way; touching
+# nuclei merge where the boundary class fails) against a seeded watershed.
 
 # %%
 results, seg_table = wf.segment_models(processed, models, nuc)

@@ -6,7 +6,8 @@ Models (names as the segmenters find them under ``models/``):
 - ``stardist2d_demo`` — StarDist 2D on ``demo_data/nuclei2d``;
 - ``stardist3d_demo`` — StarDist 3D on ``demo_data/spheroid_clearing``;
 - ``cellpose_demo``   — a Cellpose CPnet from no weights on ``demo_data/nuclei2d``;
-- ``unet2d_demo``     — opsef's 3-class U-Net on ``demo_data/nuclei2d``.
+- ``unet2d_demo``     — opsef's 3-class U-Net on ``demo_data/nuclei2d``;
+- ``unet3d_demo``     — opsef's 3-class 3D U-Net on ``demo_data/spheroid_clearing``.
 
 Each is trained by its trainer's ``train_demo_*`` function (the recipes live there,
 in :mod:`opsef_core.train.stardist`, :mod:`opsef_core.train.cellpose` and
@@ -17,7 +18,7 @@ score; the 3D model reports its validation F1 from ``training.json``).
 
 Usage::
 
-    python scripts/train_demo_models.py                      # all, into models/ (about 6 min on 2 cores)
+    python scripts/train_demo_models.py                      # all, into models/ (about 8 min on 2 cores)
     python scripts/train_demo_models.py --only unet --out /tmp/models
     python scripts/train_demo_models.py --only stardist2d --only cellpose
 
@@ -47,6 +48,7 @@ MODELS = {
     "stardist3d": ("stardist3d_demo", None),
     "cellpose": ("cellpose_demo", "cellpose"),
     "unet": ("unet2d_demo", "unet"),
+    "unet3d": ("unet3d_demo", None),
 }
 ORDER = tuple(MODELS)
 ALIASES = {"stardist": ("stardist2d", "stardist3d"), "all": ORDER}
@@ -125,6 +127,10 @@ def train(choice: str, root: Path) -> Path:
         from opsef_core.train.cellpose import train_demo_cellpose
 
         return Path(train_demo_cellpose(root))
+    if choice == "unet3d":
+        from opsef_core.train.unet import train_demo_unet3d
+
+        return Path(train_demo_unet3d(root))
     from opsef_core.train.unet import train_demo_unet
 
     return Path(train_demo_unet(root))

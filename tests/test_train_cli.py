@@ -161,7 +161,8 @@ def _script():
 
 def test_demo_script_selection_and_bad_arguments(tmp_path, capsys):
     script = _script()
-    assert script.selected(None) == ["stardist2d", "stardist3d", "cellpose", "unet"]
+    assert script.selected(None) == ["stardist2d", "stardist3d", "cellpose", "unet", "unet3d"]
+    assert script.selected(["unet3d_demo"]) == ["unet3d"]
     assert script.selected(["unet", "stardist2d"]) == ["stardist2d", "unet"]
     assert script.selected(["stardist"]) == ["stardist2d", "stardist3d"]
     assert script.selected(["cellpose_demo,unet2d_demo"]) == ["cellpose", "unet"]
