@@ -56,6 +56,27 @@ def execute(name: str, out_root: Path, parameters: dict | None = None, record: P
     return folder
 
 
+def execute_cli(name: str, out_root: Path, record: Path, timeout: int = 900) -> Path:
+    """Re-run ``notebooks/<name>.ipynb`` from a record exactly as README shows it, with papermill's CLI.
+
+    ``papermill -k python3 -f record.json -p out_root OUT notebook.ipynb executed.ipynb``, run
+    from ``notebooks/`` in a subprocess; returns the run folder it created.
+    """
+    import subprocess
+    import sys
+
+    out_root.mkdir(parents=True, exist_ok=True)
+    before = set(out_root.glob("*"))
+    cmd = [sys.executable, "-m", "papermill", "-k", "python3", "--no-progress-bar", "-f", str(record),
+           "-p", "out_root", str(out_root), f"{name}.ipynb", str(out_root / f"{name}.executed.ipynb")]
+    done = subprocess.run(cmd, cwd=NOTEBOOKS, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert done.returncode == 0, f"papermill CLI failed ({done.returncode}):\n{done.stderr[-3000:]}"
+    new = sorted(p for p in set(out_root.glob("*")) - before if p.is_dir())
+    assert len(new) == 1, f"{name}: expected one new run folder under {out_root}, found {new}"
+    return new[0]
+
+
 def check_outputs(folder: Path, expected: list[str]) -> dict:
     """Assert that every expected file exists and is non-empty; return provenance.json."""
     prov = json.loads((folder / "provenance.json").read_text())

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from nbhelpers import check_outputs, execute
+from nbhelpers import check_outputs, execute, execute_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
@@ -32,8 +32,8 @@ def test_debris_brightfield_notebook(tmp_path):
     growth = pd.read_csv(folder / "growth.csv")
     assert growth["diameter_true"].is_monotonic_increasing and growth["diameter"].is_monotonic_increasing
     assert len(list((folder / "labels").glob("*.tif"))) == 6
-    # re-run from the record: identical tables
-    again = execute("debris_brightfield", tmp_path / "b", record=folder / "record.json")
+    # re-run from the record with papermill's command line (papermill -f record.json): identical tables
+    again = execute_cli("debris_brightfield", tmp_path / "b", record=folder / "record.json")
     pd.testing.assert_frame_equal(pd.read_csv(again / "spheroid_summary.csv").drop(columns="seconds"),
                                   summary.drop(columns="seconds"))
     pd.testing.assert_frame_equal(pd.read_csv(again / "spheroid_metrics.csv"), per_image)
