@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import nbformat
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"

@@ -190,7 +190,7 @@ def test_resume_skips_finished_items(project, monkeypatch):
     root, cfg_path, _ = project
     cfg = load_config(cfg_path).copy_with(pipelines=[{"name": "raw", "steps": []}], outputs={"overlays": False},
                                           postprocess=None)
-    spy = Spy(monkeypatch, interrupt_on_predict=2)  # dies on the second image
+    Spy(monkeypatch, interrupt_on_predict=2)  # dies on the second image
     with pytest.raises(KeyboardInterrupt):
         execute(cfg, out=root / "runs", progress=False)
     run = next((root / "runs").iterdir())

@@ -155,7 +155,7 @@ def train_stardist(
         raise ConfigError(f"dims must be 2 or 3, got {dims}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise ConfigError(f"model folder exists (pass overwrite=True to replace it)", out_dir)
+        raise ConfigError("model folder exists (pass overwrite=True to replace it)", out_dir)
     _check_pairs(pairs, dims)
     grid = tuple(grid) if grid is not None else ((2, 2) if dims == 2 else (1, 2, 2))
     if len(grid) != dims:
