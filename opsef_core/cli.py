@@ -153,11 +153,13 @@ def ranking_summary(run_dir: Path, top: int = 5) -> str:
 
     over = f" over {n_images} image{'s' if n_images != 1 else ''}" if n_images else " over images"
     lines = []
+    shown = table.head(top)
     if "segmenter" in table.columns and table["segmenter"].nunique() > 1:
         lines.append(f"best combination of each segmenter by mean {metric}{over}:")
         best = table.sort_values("rank", kind="stable").drop_duplicates("segmenter")
         lines += [line(row) for _, row in best.iterrows()]
-    shown = table.head(top)
+        if len(best) == len(table):  # one combination per segmenter: the overall list says no more
+            return "\n".join(lines)
     lines.append(f"best {len(shown)} of {len(table)} combinations by mean {metric}{over}:")
     lines += [line(row) for _, row in shown.iterrows()]
     return "\n".join(lines)

@@ -160,3 +160,25 @@ def test_demo_compares_every_backend_and_prints_each_ones_best_f1(tmp_path, caps
     assert set(meas["class"]) == {"dim", "bright"} and set(meas["segmenter"]) == set(metrics["segmenter"])
     # the sign of a swept negative threshold survives in the setting id
     assert {"s6-cellpose_cellprob-1", "s7-cellpose_cellprob0"} <= set(metrics["setting"])
+
+
+def test_ranking_summary_lists_each_segmenter_once_and_the_overall_best(tmp_path):
+    import pandas as pd
+
+    from opsef_core.cli import ranking_summary
+
+    rows = [("raw", "stardist", "s1-stardist_prob0.3", 0.95), ("raw", "classical", "s3-classical_h1", 0.80),
+            ("raw", "stardist", "s2-stardist_prob0.5", 0.90)]
+    table = pd.DataFrame([{"pipeline": p, "segmenter": s, "setting": st, "f1@0.5_mean": f, "f1@0.5_std": 0.01,
+                           "n_images": 3, "rank": i + 1} for i, (p, s, st, f) in
+                          enumerate(sorted(rows, key=lambda r: -r[3]))])
+    table.to_csv(tmp_path / "ranking.csv", index=False)
+    lines = ranking_summary(tmp_path).splitlines()
+    assert lines[0] == "best combination of each segmenter by mean f1@0.5 over 3 images:"
+    assert [ln.split()[-1] for ln in lines[1:3]] == ["s1-stardist_prob0.3", "s3-classical_h1"]
+    assert lines[3] == "best 3 of 3 combinations by mean f1@0.5 over 3 images:" and len(lines) == 7
+    # one combination per segmenter: the per-segmenter list alone
+    table[table["setting"] != "s2-stardist_prob0.5"].to_csv(tmp_path / "ranking.csv", index=False)
+    assert len(ranking_summary(tmp_path).splitlines()) == 3
+    (tmp_path / "ranking.csv").unlink()
+    assert ranking_summary(tmp_path) == ""
