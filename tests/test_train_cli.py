@@ -194,3 +194,13 @@ def test_demo_script_out_writes_models_there(tmp_path, monkeypatch, capsys):
     assert (out / "unet2d_demo" / "weights.pt").read_bytes() == b"w"
     assert len(seen["images"]) == 8
     assert str(out / "unet2d_demo") in capsys.readouterr().out
+
+
+def test_demo_script_dispatches_the_3d_unet(tmp_path, monkeypatch):
+    import opsef_core.train.unet as unet_trainer
+
+    called = []
+    monkeypatch.setattr(unet_trainer, "train_demo_unet3d", lambda root: called.append(Path(root)) or
+                        Path(root) / "models" / "unet3d_demo")
+    assert _script().train("unet3d", tmp_path) == tmp_path / "models" / "unet3d_demo"
+    assert called == [tmp_path]
