@@ -41,6 +41,8 @@ __all__ = [
     "summarise",
     "shape_columns",
     "intensity_columns",
+    "add_channel_ratios",
+    "add_constant_columns",
     "perimeter_2d",
     "check_labels",
 ]
@@ -364,24 +366,76 @@ def measure_objects(
         cols[f"{name}_min"] = np.asarray(it["intensity_min"], float)
         cols[f"{name}_max"] = np.asarray(it["intensity_max"], float)
         cols[f"{name}_std"] = np.asarray(it["intensity_std"], float)
-    for a, b in channel_ratios:
-        for c in (a, b):
-            if c not in means:
-                raise AxesError(
-                    f"channel ratio {a!r}/{b!r}: no measured channel {c!r}; measured {list(means)}", source
-                )
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cols[f"ratio_{a}_{b}"] = np.where(means[b] != 0, means[a] / means[b], np.nan)
-
-    df = pd.DataFrame(cols)
-    for k, v in reversed(list(extra.items())):
-        df.insert(0, k, pd.Series([v] * n, dtype=object) if not np.isscalar(v) else v)
-    if n == 0:  # make sure constant columns exist with a sensible dtype
-        for k in extra:
-            df[k] = df[k].astype(object)
+    df = add_channel_ratios(pd.DataFrame(cols), channel_ratios, channels=list(means), source=source)
+    df = add_constant_columns(df, extra)
     df.attrs["spacing"] = tuple(float(s) for s in spacing)
     df.attrs["ndim"] = ndim
     return df
+
+
+def add_channel_ratios(table: pd.DataFrame, channel_ratios: Iterable[tuple[str, str]], channels=None,
+                       source=None) -> pd.DataFrame:
+    """Add ``ratio_<a>_<b>`` = ``<a>_mean / <b>_mean`` (NaN where the denominator is 0).
+
+    Parameters
+    ----------
+    table : DataFrame
+        A :func:`measure_objects` table.
+    channel_ratios : iterable of (str, str)
+        Channel pairs.
+    channels : list of str, optional
+        The measured channel names (default: every ``<name>_mean`` column).
+    source : path, optional
+        The image, named in errors.
+
+    Returns
+    -------
+    DataFrame
+        The table with the ratio columns appended (a new frame when ratios are added).
+
+    Raises
+    ------
+    AxesError
+        A channel of a pair was not measured.
+    """
+    pairs = [tuple(r) for r in channel_ratios]
+    if not pairs:
+        return table
+    if channels is None:
+        channels = [c[: -len("_mean")] for c in table.columns if c.endswith("_mean") and not c.startswith("mean_")]
+    table = table.copy()
+    for a, b in pairs:
+        for c in (a, b):
+            if c not in channels:
+                raise AxesError(f"channel ratio {a!r}/{b!r}: no measured channel {c!r}; measured {list(channels)}",
+                                source)
+        num, den = table[f"{a}_mean"].to_numpy(float), table[f"{b}_mean"].to_numpy(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            table[f"ratio_{a}_{b}"] = np.where(den != 0, num / den, np.nan)
+    return table
+
+
+def add_constant_columns(table: pd.DataFrame, extra: dict | None) -> pd.DataFrame:
+    """Put constant columns (image, pipeline, segmenter, ...) in front of a measurement table.
+
+    Parameters
+    ----------
+    table : DataFrame
+    extra : dict
+        Column name -> value, the same on every row.
+
+    Returns
+    -------
+    DataFrame
+        The table with those columns first (inserted in place; empty tables get object columns).
+    """
+    n = len(table)
+    for k, v in reversed(list((extra or {}).items())):
+        table.insert(0, k, pd.Series([v] * n, dtype=object, index=table.index) if not np.isscalar(v) else v)
+    if n == 0:  # make sure constant columns exist with a sensible dtype
+        for k in extra or {}:
+            table[k] = table[k].astype(object)
+    return table
 
 
 def _covariance_eigvals(labels: np.ndarray, lab: np.ndarray, spacing: tuple) -> np.ndarray:

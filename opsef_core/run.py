@@ -472,53 +472,45 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
         tiled = tiling is not None and _needs_tiles(pre, tiling.tile_shape)
         for key, group in groups.items():
             if tiled:
-                for c in group:
-                    labels = _segment_tiled(config, item, c, pre, rows[c.id], t_pre, result)
-                    panels[c.setting_id] = None
-                    if labels is None:
-                        continue
-                    try:
-                        _write_outputs(config, run_dir, item, c, image, pre, display, labels, gt, rows[c.id],
-                                       measurements, result)
-                        panels[c.setting_id] = labels
-                        rows[c.id]["status"] = "done"
-                    except Exception as exc:  # noqa: BLE001
-                        if not isinstance(exc, OpsefError):
-                            logger.error("%s / %s failed:\n%s", item.id, c.id, traceback.format_exc())
-                        rows[c.id]["error"] = _err(exc)
-                continue
-            seg = get_segmenter(group[0].backend)
-            p0 = seg.params(_exec_params(group[0].params, config.base_dir))
-            t1 = time.perf_counter()
-            try:
-                check_input(pre, seg.name)
-                pred = seg.predict(pre, p0)
-                result["counts"]["network"] += 1
-            except Exception as exc:  # noqa: BLE001
-                msg = f"{group[0].backend} network pass: {_err(exc)}"
-                logger.warning("%s / %s: %s", item.id, combos[0].pipeline, msg)
-                for c in group:
-                    rows[c.id]["error"] = msg
-                    panels[c.setting_id] = None
-                continue
-            t_net = time.perf_counter() - t1
-            for gi, c in enumerate(group):
-                row = rows[c.id]
-                row.update(t_preprocess_s=round(t_pre, 4), t_network_s=round(t_net, 4), network_reused=gi > 0)
-                t2 = time.perf_counter()
+                def labels_of(c, gi):
+                    return _segment_tiled(config, item, c, pre, rows[c.id], t_pre, result)
+            else:
+                seg = get_segmenter(group[0].backend)
+                p0 = seg.params(_exec_params(group[0].params, config.base_dir))
+                t1 = time.perf_counter()
                 try:
-                    labels = seg.decode(pred, pre, seg.params(_exec_params(c.params, config.base_dir)))
+                    check_input(pre, seg.name)
+                    pred = seg.predict(pre, p0)
+                    result["counts"]["network"] += 1
+                except Exception as exc:  # noqa: BLE001
+                    msg = f"{group[0].backend} network pass: {_err(exc)}"
+                    logger.warning("%s / %s: %s", item.id, combos[0].pipeline, msg)
+                    for c in group:
+                        rows[c.id]["error"] = msg
+                        panels[c.setting_id] = None
+                    continue
+                t_net = time.perf_counter() - t1
+
+                def labels_of(c, gi, seg=seg, pred=pred, t_net=t_net):
+                    row = rows[c.id]
+                    row.update(t_preprocess_s=round(t_pre, 4), t_network_s=round(t_net, 4), network_reused=gi > 0)
+                    t2 = time.perf_counter()
+                    labels = np.asarray(seg.decode(pred, pre, seg.params(_exec_params(c.params, config.base_dir))))
                     result["counts"]["decode"] += 1
-                    labels = np.asarray(labels)
                     row["t_decode_s"] = round(time.perf_counter() - t2, 4)
-                    _write_outputs(config, run_dir, item, c, image, pre, display, labels, gt, row,
+                    return labels
+
+            for gi, c in enumerate(group):
+                try:
+                    labels = labels_of(c, gi)
+                    _write_outputs(config, run_dir, item, c, image, pre, display, labels, gt, rows[c.id],
                                    measurements, result)
                     panels[c.setting_id] = labels
-                    row["status"] = "done"
+                    rows[c.id]["status"] = "done"
                 except Exception as exc:  # noqa: BLE001
                     if not isinstance(exc, OpsefError):
                         logger.error("%s / %s failed:\n%s", item.id, c.id, traceback.format_exc())
-                    row["error"] = _err(exc)
+                    rows[c.id]["error"] = _err(exc)
                     panels[c.setting_id] = None
         montage_rows[combos[0].pipeline] = (display, panels)
 
@@ -556,7 +548,13 @@ def _needs_tiles(image, tile_shape) -> bool:
 
 
 def _segment_tiled(config, item, c, pre, row, t_pre, result):
-    """One combination segmented tile by tile; fills the summary row, returns labels or None."""
+    """One combination segmented tile by tile; fills the summary row and returns the labels.
+
+    Raises
+    ------
+    SegmentationError
+        The tiled segmentation failed (the cause is logged when it is not an opsef error).
+    """
     from .tiled import segment_tiled_image
 
     tiling = config.execution.tiling
@@ -568,8 +566,7 @@ def _segment_tiled(config, item, c, pre, row, t_pre, result):
     except Exception as exc:  # noqa: BLE001
         if not isinstance(exc, OpsefError):
             logger.error("%s / %s tiled segmentation failed:\n%s", item.id, c.id, traceback.format_exc())
-        row["error"] = f"tiled segmentation: {_err(exc)}"
-        return None
+        raise SegmentationError(f"tiled segmentation: {_err(exc)}") from exc
     n = int(info["n_tiles"])
     result["counts"]["network"] += n
     result["counts"]["decode"] += n
@@ -598,8 +595,7 @@ def _write_outputs(config, run_dir, item, c, image, pre, display, labels, gt, ro
     # measure on the selected input (all its channels) when the shapes agree, else on the preprocessed image
     meas_image = image if image.shape[-labels.ndim:] == labels.shape and len(image.spatial_axes) == labels.ndim \
         else pre
-    final = labels
-    classes = None
+    final, table, classes = labels, None, None
     if config.postprocess is not None:
         final, table = _postprocess(config, labels, meas_image)
         io.write_labels(run_dir / "labels_filtered" / f"{name}.tif", final, pixel_size=pre.pixel_size,
@@ -623,10 +619,17 @@ def _write_outputs(config, run_dir, item, c, image, pre, display, labels, gt, ro
         extra = {"image": item.id, "combination": c.id, "pipeline": c.pipeline, "segmenter": c.segmenter,
                  "backend": c.backend, "params": row["params"], **{f"param_{k}": v for k, v in c.sweep.items()}}
         ratios = [tuple(r) for r in out.channel_ratios]
-        table = measure_objects(final, meas_image, extra=extra, channel_ratios=ratios)
+        if table is None:
+            measured = measure_objects(final, meas_image, extra=extra, channel_ratios=ratios)
+        else:  # post-processing measured the kept objects on the same image already
+            from .measure import add_channel_ratios, add_constant_columns
+
+            kept = table.drop(columns=[c for c in ("class", "class_fraction") if c in table.columns])
+            measured = add_constant_columns(add_channel_ratios(kept.reset_index(drop=True), ratios,
+                                                               source=meas_image.source), extra)
         if classes is not None:
-            table = table.merge(classes, on="label", how="left")
-        measurements.append(table)
+            measured = measured.merge(classes, on="label", how="left")
+        measurements.append(measured)
     if gt is not None:
         if gt.shape != labels.shape:
             row["error"] = f"not evaluated: ground truth {item.ground_truth} has shape {gt.shape}, labels {labels.shape}"
@@ -676,8 +679,7 @@ def _write_class_labels(run_dir: Path, name: str, labels: np.ndarray, classes: A
     from .postprocess import class_labels
 
     for cls, lab in class_labels(labels, classes).items():
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(cls))
-        io.write_labels(run_dir / "labels_classes" / safe / f"{name}.tif", lab, pixel_size=image.pixel_size,
+        io.write_labels(run_dir / "labels_classes" / slug(cls) / f"{name}.tif", lab, pixel_size=image.pixel_size,
                         axes=image.spatial_axes)
 
 

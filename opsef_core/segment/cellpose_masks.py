@@ -40,8 +40,6 @@ def clear_memo() -> None:
     _MEMO.clear()
 
 
-
-
 def _dynamics_and_errors(dP, cellprob, cellprob_threshold, niter, max_size_fraction, device):
     """Stage 1 (masks from the flows) and the per-mask flow errors of stage 2."""
     import torch

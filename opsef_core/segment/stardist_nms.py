@@ -44,8 +44,6 @@ def clear_memo() -> None:
     _MEMO.clear()
 
 
-
-
 def _ranking(prob: np.ndarray, dist: np.ndarray, prob_thresh: float, grid) -> tuple:
     """Candidates above ``prob_thresh`` ranked as StarDist ranks them (points in image pixels)."""
     from stardist.nms import _ind_prob_thresh
