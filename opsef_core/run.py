@@ -469,7 +469,14 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
         for c in combos:
             groups.setdefault(c.network_key, []).append(c)
         tiling = config.execution.tiling
-        tiled = tiling is not None and _needs_tiles(pre, tiling.tile_shape)
+        try:
+            tiled = tiling is not None and _needs_tiles(pre, tiling.tile_shape)
+        except ConfigError as exc:  # a tile shape that does not fit this image: its combinations fail
+            for c in combos:
+                rows[c.id]["error"] = _err(exc)
+                panels[c.setting_id] = None
+            montage_rows[combos[0].pipeline] = (display, panels)
+            continue
         for key, group in groups.items():
             if tiled:
                 def labels_of(c, gi):

@@ -364,3 +364,15 @@ def test_tiled_run_gives_the_whole_image_result(tmp_path):
     assert len(truths) == 2
     with pytest.raises(Exception, match="tile_shape"):
         load_config(make_config(tmp_path, execution={"tiling": {"tile_shape": 0}}))
+
+
+def test_tile_shape_that_does_not_fit_the_image_is_recorded_not_raised(tmp_path):
+    make_dataset(tmp_path / "data", n_images=1)
+    cfg = make_config(tmp_path, pipelines=[{"name": "raw", "steps": []}],
+                      segmenters=[{"name": "classical", "backend": "classical", "params": {"min_size": 10}}],
+                      execution={"tiling": {"tile_shape": [16, 32, 32], "overlap": 4}})
+    run = execute(cfg, out=tmp_path / "runs", progress=False)
+    summary = pd.read_csv(run / "summary.csv")
+    assert (summary["status"] == "failed").all()
+    assert summary["error"].str.contains("tile_shape").all() and summary["error"].str.contains("YX").all()
+    assert json.loads((run / "run.json").read_text())["status"] == "completed_with_errors"
