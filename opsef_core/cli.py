@@ -268,8 +268,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from .errors import RunFolderError
 
     out = args.out
-    metrics_path = out.with_name(out.name[: -len(out.suffix)] + ".metrics.csv") if out.suffix else \
-        out.with_name(out.name + ".metrics.csv")
+    metrics_path = out.with_name(out.stem + ".metrics.csv")
     for path in (out, metrics_path) if args.gt else (out,):
         if path.exists():
             raise RunFolderError("exists already; results are never overwritten, choose another --out", path)
