@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -60,12 +60,15 @@ class InputsConfig(_Strict):
         Glob patterns for files in a folder.
     channel : int or str, optional
         Channel to segment (index or name); all channels are kept when omitted.
-    scene : int or str, optional
-        Series/scene of multi-series files (.lif); the reader's default otherwise.
+    scenes : list of int or str, optional
+        Series (scenes) of multi-series files (.lif, OME-TIFF) to segment: indices (negative
+        counts from the end) or names, names may be glob patterns (``"Position*"``).
+        Default: every series.  An entry that matches no series of a file is an error.
+    time_points : list of int, optional
+        Time points of time-lapse series to segment (negative counts from the end).  Default:
+        every time point.  Each (file, series, time point) is one run item.
     z_range : [start, stop], optional
         Sub-stack of z planes (stop exclusive).
-    time_point : int
-        Time point selected when the image has a T axis.
     axes : str, optional
         Axes of the files, overriding their metadata (e.g. ``"ZYX"``).
     pixel_size : dict, optional
@@ -83,14 +86,36 @@ class InputsConfig(_Strict):
     include: list[str] = Field(default_factory=lambda: ["*.tif", "*.tiff", "*.lif"])
     exclude: list[str] = Field(default_factory=list)
     channel: int | str | None = None
-    scene: int | str | None = None
+    scenes: list[int | str] | None = Field(default=None, min_length=1)
     z_range: tuple[int, int] | None = None
-    time_point: int = 0
+    time_points: list[int] | None = Field(default=None, min_length=1)
     axes: str | None = None
     pixel_size: dict[str, float] | None = None
     ground_truth: str | None = None
     label_suffix: str = ""
     limit: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_selectors(cls, data):
+        """Configs of schema 1 named one ``scene`` / ``time_point``: read them as one-entry selectors."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for old, new in (("scene", "scenes"), ("time_point", "time_points")):
+                if old in data:
+                    if new in data:
+                        raise ValueError(f"give {new!r} only ({old!r} is its old one-value form)")
+                    value = data.pop(old)
+                    if value is not None:
+                        data[new] = [value]
+        return data
+
+    @field_validator("time_points")
+    @classmethod
+    def _unique_time_points(cls, v):
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"time_points repeat a value: {v}")
+        return v
 
     @field_validator("pixel_size")
     @classmethod
@@ -157,6 +182,9 @@ class OutputsConfig(_Strict):
     rois: bool = False
     measurements: bool = True
     save_preprocessed: bool = False
+    #: with a ``class_mask``: also one label image per class (``labels_classes/<class>/``); the
+    #: class is always a column of ``measurements.csv`` and a table in ``classes/``
+    class_labels: bool = False
     #: channel pairs ``[a, b]``: ``measurements.csv`` gets ``ratio_<a>_<b>`` = mean a / mean b per object
     channel_ratios: list[tuple[str, str]] = Field(default_factory=list)
 
@@ -287,14 +315,44 @@ class RunConfig(_Strict):
         p = Path(path).expanduser()
         return (p if p.is_absolute() else self.base_dir / p).resolve()
 
+    def _path_fields(self) -> dict[str, str]:
+        """Every path a config names, by dotted key: inputs, ground truth, class masks, and
+        segmenter parameters that name an existing file or folder relative to :attr:`base_dir`
+        (a model folder); model *names* (``"cyto3"``) are left alone."""
+        found = {"inputs.path": self.inputs.path}
+        if self.inputs.ground_truth is not None:
+            found["inputs.ground_truth"] = self.inputs.ground_truth
+        cm = (self.postprocess or {}).get("class_mask") or {}
+        for key in ("file", "folder"):
+            if isinstance(cm.get(key), str):
+                found[f"postprocess.class_mask.{key}"] = cm[key]
+        for i, seg in enumerate(self.segmenters):
+            for part in ("params", "sweep"):
+                values = getattr(seg, part)
+                for k, v in values.items():
+                    for j, x in enumerate(v if part == "sweep" else [v]):
+                        if isinstance(x, str) and _looks_like_path(x) and (self.base_dir / x).exists():
+                            found[f"segmenters[{i}].{part}.{k}" + (f"[{j}]" if part == "sweep" else "")] = x
+        return found
+
     def resolved_paths(self) -> dict[str, str | None]:
         """The config's paths resolved to absolute strings (recorded in run.json)."""
-        gt = self.resolve(self.inputs.ground_truth)
-        return {
-            "base_dir": str(self.base_dir.resolve()),
-            "inputs.path": str(self.resolve(self.inputs.path)),
-            "inputs.ground_truth": str(gt) if gt else None,
-        }
+        out: dict[str, str | None] = {"base_dir": str(self.base_dir.resolve()), "inputs.ground_truth": None}
+        out.update({k: str(self.resolve(v)) for k, v in self._path_fields().items()})
+        return out
+
+    def resolved(self) -> "RunConfig":
+        """A copy in which every relative path is absolute (resolved against :attr:`base_dir`).
+
+        The one place where the config's relative paths are resolved; the run engine works on
+        this copy, so no later step depends on the working directory.
+        """
+        data = self.model_dump(mode="json")
+        for key, value in self._path_fields().items():
+            _set_dotted(data, key, str(self.resolve(value)))
+        new = config_from_dict(data, where=str(self._source or "config"), check=False)
+        new._base_dir, new._source = self._base_dir, self._source
+        return new
 
     def with_base_dir(self, base_dir: str | Path | None, source: str | Path | None = None) -> "RunConfig":
         """Set the folder relative paths resolve against (returns self)."""
@@ -318,6 +376,22 @@ class RunConfig(_Strict):
     def to_json(self) -> str:
         """JSON text of the config (as given; paths unresolved)."""
         return json.dumps(self.model_dump(mode="json"), indent=2)
+
+
+def _looks_like_path(text: str) -> bool:
+    return ("/" in text or text.startswith(".")) and not Path(text).is_absolute()
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    """Set ``data["a"]["b"][2]["c"]`` for the key ``a.b[2].c``."""
+    import re
+
+    parts = [p for p in re.split(r"\.|\[(\d+)\]", key) if p]
+    cur: Any = data
+    for p in parts[:-1]:
+        cur = cur[int(p)] if p.isdigit() else cur[p]
+    last = parts[-1]
+    cur[int(last) if last.isdigit() else last] = value
 
 
 # ---------------------------------------------------------------------- loading

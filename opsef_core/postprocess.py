@@ -371,15 +371,22 @@ class ClassMaskConfig(BaseModel):
     """Where the class mask comes from and how objects are assigned to classes.
 
     Exactly one of ``channel`` (a channel of the image, thresholded by
-    :func:`mask_from_channel`) or ``file`` (a mask/class-map TIFF of the
-    image's spatial shape; with two class names any value > 0 is the second
-    class, with more names the file is a class map 0..n-1) is given.
+    :func:`mask_from_channel`), ``file`` (one mask/class-map TIFF of the
+    image's spatial shape for every image; with two class names any value > 0
+    is the second class, with more names the file is a class map 0..n-1) or
+    ``folder`` (one such mask per image, ``<item><suffix>.tif`` matched by the
+    run item's name, e.g. ``plate__wellA__t002_mask.tif``, else by the image
+    file's stem) is given.  A relative ``file``/``folder`` resolves against the
+    config's folder; an image without its mask fails (it is never left
+    unclassified in silence).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     channel: str | int | None = None
     file: str | None = None
+    folder: str | None = None
+    suffix: str = ""
     method: str | float = "otsu"
     factor: float = 1.0
     sigma: float = 1.0
@@ -391,8 +398,8 @@ class ClassMaskConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.channel is None) == (self.file is None):
-            raise ValueError("class_mask needs exactly one of 'channel' or 'file'")
+        if sum(x is not None for x in (self.channel, self.file, self.folder)) != 1:
+            raise ValueError("class_mask needs exactly one of 'channel', 'file' or 'folder'")
         return self
 
 
@@ -435,7 +442,8 @@ def _load_mask_file(path: str, shape: tuple) -> np.ndarray:
     return arr
 
 
-def apply_postprocess(labels, image: Image | None, config) -> tuple[np.ndarray, pd.DataFrame]:
+def apply_postprocess(labels, image: Image | None, config, *,
+                      class_mask_file: str | Path | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """Apply a :class:`PostprocessConfig` to raw labels (used by the run engine).
 
     Parameters
@@ -445,6 +453,9 @@ def apply_postprocess(labels, image: Image | None, config) -> tuple[np.ndarray, 
     image : Image, optional
         The segmented image (pixel size, intensities, class-mask channel).
     config : PostprocessConfig or dict
+    class_mask_file : str or Path, optional
+        This image's mask when the class mask comes from a ``folder`` (the run engine
+        matches it to the item).
 
     Returns
     -------
@@ -484,14 +495,17 @@ def apply_postprocess(labels, image: Image | None, config) -> tuple[np.ndarray, 
         out, table = filter_objects(out, config.ranges, image=image, table=table)
     if config.class_mask is not None:
         cm = config.class_mask
-        if cm.file is not None:
-            mask = _load_mask_file(cm.file, out.shape)
+        mask_file = cm.file if cm.file is not None else class_mask_file
+        if cm.folder is not None and class_mask_file is None:
+            raise ConfigError("class_mask.folder: no mask file given for this image", cm.folder)
+        if mask_file is not None:
+            mask = _load_mask_file(str(mask_file), out.shape)
             if len(cm.class_names) == 2:
                 mask = mask > 0  # a binary mask file (0/1, 0/255, ...)
             elif mask.max() >= len(cm.class_names):
                 raise InputFileError(
                     f"class map values reach {int(mask.max())} but only {len(cm.class_names)} class "
-                    "names are configured", cm.file)
+                    "names are configured", mask_file)
         else:
             if image is None:
                 raise ConfigError("class_mask from a channel needs the image")

@@ -127,7 +127,7 @@ class InputFile(_Model):
     path: str
     size: int | None = None
     sha256: str | None = None
-    role: Literal["input", "ground_truth"] = "input"
+    role: Literal["input", "ground_truth", "class_mask"] = "input"
 
 
 class ItemStatus(_Model):
@@ -136,6 +136,8 @@ class ItemStatus(_Model):
     id: str
     image: str
     path: str
+    series: str | None = None
+    t: int | None = None
     status: Literal["pending", "done", "partial", "failed", "skipped"] = "pending"
     error: str | None = None
     n_combinations: int = 0

@@ -44,7 +44,8 @@ def test_plan_prints_the_table(cfg, capsys):
     assert main(["plan", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "p1-raw__s1-classical_h1" in out and "p1-raw__s2-classical_h2" in out
-    assert out.strip().splitlines()[-1] == "2 images x 2 combinations = 4 items"
+    assert out.strip().splitlines()[-1] == "2 items (2 files x series x time points) x 2 combinations = 4 segmentations"
+    assert "\n  1  im0 " in out and "\n  2  im1 " in out  # the items are listed
 
 
 @pytest.mark.slow

@@ -303,8 +303,13 @@ def test_classes_from_a_channel_mask_reach_measurements_summary_and_label_images
     cfg = make_config(tmp_path, pipelines=[{"name": "raw", "steps": []}], segmenters=[
         {"name": "classical", "backend": "classical", "params": {"sigma": 1.0, "min_size": 10}}],
         postprocess={"min_size": 10, "class_mask": {"channel": 0, "method": 600.0, "sigma": 0.0,
-                                                     "rule": "majority", "class_names": ["dim", "bright"]}})
+                                                     "rule": "majority", "class_names": ["dim", "bright"]}},
+        outputs={"class_labels": True})
     run = execute(cfg, out=tmp_path / "runs", progress=False)
+    # per-class label images are optional (off by default): the class is a column already
+    default = execute(load_config(cfg).copy_with(**{"outputs.class_labels": False}), out=tmp_path / "runs",
+                      progress=False)
+    assert not (default / "labels_classes").exists() and (default / "classes").is_dir()
     meas = pd.read_csv(run / "measurements.csv")
     assert set(meas["class"]) == {"dim", "bright"}
     # independent check: an object is bright when most of its pixels exceed the fixed threshold
