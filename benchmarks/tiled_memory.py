@@ -36,7 +36,7 @@ PARAMS = {"h": 0, "sigma": 0}
 
 
 def _tiled(image: str, out: str, tile: int, overlap: int) -> None:
-    from opsef_core.tiled import segment_tiled_image
+    from opsef_core.tiling import segment_tiled_image
 
     t0 = time.perf_counter()
     labels, info = segment_tiled_image(image, "classical", PARAMS, tile_shape=tile, overlap=overlap, out=out,

@@ -44,7 +44,7 @@ def _whole(image: str, out: str) -> None:
 
 
 def _tiled(image: str, out: str, tile: int, overlap: int, params: dict) -> None:
-    from opsef_core.tiled import segment_tiled_image
+    from opsef_core.tiling import segment_tiled_image
 
     t0 = time.perf_counter()
     _, info = segment_tiled_image(image, "classical", params, tile_shape=tile, overlap=overlap, out=out,

@@ -204,7 +204,7 @@ class EvaluationConfig(_Strict):
 
 
 class TilingConfig(_Strict):
-    """Segment images larger than one tile tile by tile (:func:`opsef_core.tiled.segment_tiled_image`).
+    """Segment images larger than one tile tile by tile (:func:`opsef_core.tiling.segment_tiled_image`).
 
     ``tile_shape`` is the largest tile per spatial axis (one number for all, or one per axis,
     ``YX`` or ``ZYX``); ``overlap`` the context on each side, which must exceed the largest

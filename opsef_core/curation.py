@@ -24,7 +24,6 @@ __all__ = ["measure_curated", "find_image"]
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
 
 
 def find_image(folder: str | Path, name: str) -> Path | None:
@@ -41,12 +40,9 @@ def find_image(folder: str | Path, name: str) -> Path | None:
     -------
     Path or None
     """
-    folder = Path(folder)
-    for suffix in _IMAGE_SUFFIXES:
-        cand = folder / f"{name}{suffix}"
-        if cand.is_file():
-            return cand
-    return None
+    from .io.naming import find_partner
+
+    return find_partner(folder, [name])
 
 
 def _name_of(path: Path) -> str:

@@ -22,14 +22,13 @@ import logging
 import math
 import os
 import platform
-import re
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, RunFolderError
+from .errors import ConfigError
 
 __all__ = ["NotebookRun", "start_notebook_run", "check_plain", "new_run_folder"]
 
@@ -62,19 +61,13 @@ def check_plain(value: Any, where: str = "parameters") -> None:
 
 
 def new_run_folder(root: str | Path, stem: str) -> Path:
-    """Create and return a new folder ``root/stem-YYYYmmdd-HHMMSS[-n]`` (never an existing one)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
-    for n in range(1000):
-        folder = root / (f"{safe}-{stamp}" if n == 0 else f"{safe}-{stamp}-{n}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise RunFolderError("could not create a new run folder (1000 names taken)", root)
+    """Create and return a new folder ``root/stem-YYYYmmdd-HHMMSS[-n]`` (never an existing one).
+
+    The same folders as the run engine's (:func:`opsef_core.run.create_run_folder`, UTC time).
+    """
+    from .run.folder import create_run_folder
+
+    return create_run_folder(root, stem)
 
 
 @dataclass

@@ -218,3 +218,18 @@ def test_demo_run_folder_is_small_and_label_tiffs_are_compressed(tmp_path):
     raw = tifffile.imread(labels[0])
     assert raw.nbytes > 4 * labels[0].stat().st_size  # compressed well below the raw size
     shutil.rmtree(run)
+
+
+def test_mosaic_tiles_of_a_lif_are_separate_items(tmp_path):
+    rng = np.random.default_rng(5)
+    tiles = np.stack([_blobs(rng, n=2 + k)[0] for k in range(2)])  # M Y X
+    write_lif(tmp_path / "data" / "mosaic.lif", [
+        {"name": "scan", "data": tiles, "mosaic": True, "pixel_size": {"X": 0.5, "Y": 0.5},
+         "tile_positions": [(0, 0, 0.0, 0.0), (1, 0, 24e-6, 0.0)]},
+        {"name": "single", "data": _blobs(rng)[0], "pixel_size": {"X": 0.5, "Y": 0.5}}])
+    cfg = load_config(_config(tmp_path, {"path": "data", "include": ["*.lif"]}))
+    items = plan_items(cfg)
+    assert [it.id for it in items] == ["mosaic__scan__m000", "mosaic__scan__m001", "mosaic__single"]
+    run = execute(cfg, out=tmp_path / "runs", progress=False)
+    summary = pd.read_csv(run / "summary.csv")
+    assert list(summary["n_objects"]) == [2, 3, 3]

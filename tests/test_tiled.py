@@ -10,7 +10,7 @@ import pytest
 from opsef_core.errors import ConfigError, SegmentationError
 from opsef_core.image import Image
 from opsef_core.segment import get_segmenter
-from opsef_core.tiled import global_percentiles, segment_tiled_image, strided_sample
+from opsef_core.tiling import global_percentiles, segment_tiled_image, strided_sample
 from opsef_core.tiling import plan_tiles
 
 # 8-bit camera image: offset-subtracted background clipped at 0, nuclei saturating at 255 in their
@@ -125,7 +125,7 @@ def test_overlap_smaller_than_objects_warns(caplog):
     centres = [(100, 100), (40, 60), (150, 40)]
     data = _nuclei(shape, centres, [30, 12, 12], rng)  # one 60-px nucleus across the seam
     img = Image.from_array(data, "YX")
-    with caplog.at_level(logging.WARNING, logger="opsef_core.tiled"):
+    with caplog.at_level(logging.WARNING, logger="opsef_core.tiling.images"):
         _, info = segment_tiled_image(img, "classical", PARAMS, tile_shape=120, overlap=16,
                                       progress=False, return_info=True)
     assert info["n_large"] + info["n_cut_candidates"] >= 1
@@ -170,7 +170,7 @@ def test_global_normalisation_limits_reach_every_tile():
 
 def test_stardist_gets_prenormalised_tiles():
     """StarDist takes ``normalize=False``: tiles are pre-normalised with whole-image limits."""
-    from opsef_core.tiled import _normalization_plan
+    from opsef_core.tiling.images import _normalization_plan
 
     seg = get_segmenter("stardist")
     rng = np.random.default_rng(2)
@@ -196,7 +196,7 @@ def test_bad_inputs_raise_our_errors():
 def test_backends_with_limits_get_whole_image_percentiles(backend):
     """Classical, Cellpose and the U-Net take ``normalize_limits``: tiles share the global limits."""
     from opsef_core.segment import get_segmenter
-    from opsef_core.tiled import _normalization_plan, global_percentiles
+    from opsef_core.tiling.images import _normalization_plan, global_percentiles
 
     rng = np.random.default_rng(3)
     data = rng.gamma(2.0, 50.0, (300, 300)).astype(np.float32)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AxesError, ConfigError, EmptyFolderError, InputFileError
+from ..io.naming import file_stem
 
 from .matching import DEFAULT_THRESHOLDS, Matching, _RATE_KEYS, _aji_from_overlap, _match_scores, overlap_matrix, pixel_metrics, pool
 
@@ -64,18 +65,6 @@ def _image_row(gt, pred, thresholds, criterion) -> tuple[dict, list[Matching]]:
     return row, ms
 
 
-_LABEL_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    low = name.lower()
-    for suf in _LABEL_SUFFIXES:
-        if low.endswith(suf):
-            return name[: -len(suf)]
-    return path.stem
-
-
 def _list_labels(folder: Path, include: Sequence[str], what: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise InputFileError(f"{what} folder does not exist or is not a folder", folder)
@@ -83,7 +72,7 @@ def _list_labels(folder: Path, include: Sequence[str], what: str) -> dict[str, P
     for pattern in include:
         for f in sorted(folder.glob(pattern)):
             if f.is_file():
-                key = _stem(f)
+                key = file_stem(f)
                 if key in files and files[key] != f:
                     raise InputFileError(
                         f"two files have the name {key!r}: {files[key].name}, {f.name}", folder

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import AxesError, InputFileError
 from ..image import Image, normalise_axes
 from ._meta import map_axes, positive, unit_factor
+from .naming import file_stem
 
 __all__ = ["tiff_scenes", "read_tiff", "read_tiff_scenes"]
 
@@ -220,14 +221,6 @@ def _finish_meta(meta: dict, path: Path, axes: str | None) -> dict:
     return meta
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _select(tif, scene, path: Path) -> int:
     n = len(tif.series)
     if scene is None:
@@ -350,7 +343,7 @@ def read_tiff(path: str | Path, scene: int | str | None = None, axes: str | None
             channel_names=tuple(meta["channel_names"]),
             source=path,
             scene=meta["name"] if len(tif.series) > 1 else None,
-            name=f"{_stem(path)}_{meta['name']}" if len(tif.series) > 1 else _stem(path),
+            name=f"{file_stem(path)}_{meta['name']}" if len(tif.series) > 1 else file_stem(path),
             time_interval=meta["time_interval"],
             metadata={"format": meta["format"], "file_axes": meta["file_axes"], "series": idx},
         )

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import RunFolderError
-from .plan import Combination, Item, slug
+from ..io.naming import safe_name
+from .plan import Combination, Item
 
 __all__ = ["ITEMS_DIR", "RANK_GROUP", "create_run_folder", "load_marker", "write_tables"]
 
@@ -43,7 +44,7 @@ def create_run_folder(out: str | Path, stem: str, now: datetime | None = None) -
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunFolderError(f"cannot create the output folder ({exc.strerror})", out) from None
-    base = f"{slug(stem)}-{(now or datetime.now(timezone.utc)).strftime('%Y%m%d-%H%M%S')}"
+    base = f"{safe_name(stem, 'run')}-{(now or datetime.now(timezone.utc)).strftime('%Y%m%d-%H%M%S')}"
     for n in range(1, 10000):
         path = out / (base if n == 1 else f"{base}-{n}")
         try:

@@ -388,7 +388,7 @@ def _segment_tiled(ctx: _ItemContext, c: Combination, pre, res: CombinationResul
     SegmentationError
         The tiled segmentation failed (the cause is logged when it is not an opsef error).
     """
-    from ..tiled import segment_tiled_image
+    from ..tiling import segment_tiled_image
 
     tiling = ctx.config.execution.tiling
     t0 = time.perf_counter()

@@ -50,9 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, OpsefError, SegmentationError
-from .image import Image
-from .tiling import plan_tiles, stitch_labels
+from ..errors import ConfigError, OpsefError, SegmentationError
+from ..image import Image
+from .grid import plan_tiles, stitch_labels
 
 __all__ = ["segment_tiled_image", "global_percentiles", "strided_sample"]
 
@@ -64,10 +64,10 @@ MAX_SAMPLE = 4_000_000
 
 def _load(image: Image | str | Path, scene, t, channel, backend: str) -> Image:
     """Open a path lazily and select one time point and channel (spatial image)."""
-    from .errors import AxesError
+    from ..errors import AxesError
 
     if not isinstance(image, Image):
-        from .io import read_image
+        from ..io import read_image
 
         image = read_image(image, scene=scene, lazy=True)
     try:
@@ -314,7 +314,7 @@ def segment_tiled_image(
     from scipy.ndimage import find_objects
     from tqdm.auto import tqdm
 
-    from .segment import get_segmenter
+    from ..segment import get_segmenter
 
     seg = get_segmenter(segmenter)
     params = dict(params or {})

@@ -39,7 +39,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, SegmentationError
+from ..errors import ConfigError, SegmentationError
 
 __all__ = ["Tile", "plan_tiles", "stitch_labels", "segment_tiled"]
 
