@@ -157,13 +157,17 @@ class SegmenterConfig(_Strict):
     """A segmenter entry: a backend, fixed parameters and an optional sweep.
 
     ``sweep`` maps parameter names to lists of values; the Cartesian product
-    of all lists gives one setting each (merged over ``params``).
+    of all lists gives one setting each (merged over ``params``).  ``slices``
+    segments a 3D (``ZYX``) image plane by plane with a 2D model (as OpSeF did
+    for anisotropic stacks): one network pass per plane shared by the sweep,
+    label ids unique over the stack, objects not linked between planes.
     """
 
     name: str = Field(min_length=1)
     backend: str
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    slices: bool = False
 
     @field_validator("sweep")
     @classmethod

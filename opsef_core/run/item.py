@@ -302,9 +302,9 @@ def _run_pipeline(ctx: _ItemContext, combos: list[Combination], results: dict) -
         for c in combos:
             results[c.id].error = _err(exc)
         return display, panels
-    groups: dict[str, list[Combination]] = {}
+    groups: dict[tuple, list[Combination]] = {}
     for c in combos:
-        groups.setdefault(c.network_key, []).append(c)
+        groups.setdefault((c.network_key, c.slices), []).append(c)
     for group in groups.values():
         for gi, c, labels in _segment_group(ctx, group, pre, tiled, results):
             res = results[c.id]
@@ -333,6 +333,10 @@ def _segment_group(ctx: _ItemContext, group: list[Combination], pre, tiled: bool
     item = ctx.item
     if tiled:
         for c in group:
+            if c.slices:
+                results[c.id].error = "slices=true with execution.tiling is not supported: segment the planes whole"
+                yield None, c, None
+                continue
             try:
                 yield None, c, _segment_tiled(ctx, c, pre, results[c.id])
             except Exception as exc:  # noqa: BLE001
@@ -342,9 +346,17 @@ def _segment_group(ctx: _ItemContext, group: list[Combination], pre, tiled: bool
     seg = get_segmenter(group[0].backend)
     t1 = time.perf_counter()
     try:
-        check_input(pre, seg.name)
-        pred = seg.predict(pre, seg.params(group[0].params))
-        ctx.counts["network"] += 1
+        if group[0].slices:
+            if "Z" not in pre.axes:
+                raise SegmentationError(f"slices=true needs a Z axis; the image has axes {pre.axes}")
+            planes = [pre.sel(z=z) for z in range(pre.size("Z"))]
+        else:
+            planes = [pre]
+        preds = []
+        for plane in planes:  # one network pass per plane (one for the whole image without slices)
+            check_input(plane, seg.name)
+            preds.append(seg.predict(plane, seg.params(group[0].params)))
+            ctx.counts["network"] += 1
     except Exception as exc:  # noqa: BLE001
         msg = f"{group[0].backend} network pass: {_err(exc)}"
         logger.warning("%s / %s: %s", item.id, group[0].pipeline, msg)
@@ -358,16 +370,30 @@ def _segment_group(ctx: _ItemContext, group: list[Combination], pre, tiled: bool
         res.t_network_s = t_net
         t2 = time.perf_counter()
         try:
-            labels = np.asarray(seg.decode(pred, pre, seg.params(c.params)))
+            p = seg.params(c.params)
+            if group[0].slices:
+                labels = _stack_planes([np.asarray(seg.decode(pr, pl, p)) for pr, pl in zip(preds, planes)])
+            else:
+                labels = np.asarray(seg.decode(preds[0], pre, p))
         except Exception as exc:  # noqa: BLE001
             if not isinstance(exc, OpsefError):
                 logger.error("%s / %s decoding failed:\n%s", item.id, c.id, traceback.format_exc())
             res.error = f"decoding: {_err(exc)}"
             yield gi, c, None
             continue
-        ctx.counts["decode"] += 1
+        ctx.counts["decode"] += len(preds)
         res.t_decode_s = round(time.perf_counter() - t2, 4)
         yield gi, c, labels
+
+
+def _stack_planes(planes: list[np.ndarray]) -> np.ndarray:
+    """2D label planes as one ``ZYX`` stack with ids unique over the stack (plane by plane)."""
+    out = np.zeros((len(planes), *planes[0].shape), np.int32)
+    offset = 0
+    for z, lab in enumerate(planes):
+        out[z] = np.where(lab > 0, lab.astype(np.int64) + offset, 0)
+        offset = max(offset, int(out[z].max()))
+    return out
 
 
 def _needs_tiles(image, tile_shape) -> bool:

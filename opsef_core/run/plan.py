@@ -63,6 +63,8 @@ class Combination:
         The swept values of this setting (empty without a sweep).
     network_key : str
         Settings with the same key share one network pass per image and pipeline.
+    slices : bool
+        Segment a 3D image plane by plane (``SegmenterConfig.slices``).
     """
 
     id: str
@@ -76,6 +78,7 @@ class Combination:
     params: dict
     sweep: dict
     network_key: str
+    slices: bool = False
 
     @property
     def title(self) -> str:
@@ -133,7 +136,8 @@ def plan(config: RunConfig) -> list[Combination]:
             combos.append(Combination(
                 id=f"{pid}__{setting_id}", pipeline_index=pi, pipeline=p.name,
                 pipeline_spec=p.model_dump(mode="json"), setting_index=index, setting_id=setting_id,
-                segmenter=s.name, backend=s.backend, params=params, sweep=dict(values), network_key=key))
+                segmenter=s.name, backend=s.backend, params=params, sweep=dict(values), network_key=key,
+                slices=s.slices))
     return combos
 
 
