@@ -142,6 +142,10 @@ def ranking_summary(run_dir: Path, top: int = 5) -> str:
     if table.empty or not mean_cols:
         return ""
     metric = mean_cols[0][: -len("_mean")]
+    unscored = table[table[mean_cols[0]].isna()]
+    table = table[table[mean_cols[0]].notna()].reset_index(drop=True)
+    if table.empty:
+        return f"no combination could be scored ({len(unscored)} not scored: see not_scored in {path})"
     n_images = int(table["n_images"].max()) if "n_images" in table.columns else None
     cols = ("pipeline", "setting") if "setting" in table.columns else ("pipeline", "segmenter", "params")
 
@@ -158,10 +162,18 @@ def ranking_summary(run_dir: Path, top: int = 5) -> str:
         lines.append(f"best combination of each segmenter by mean {metric}{over}:")
         best = table.sort_values("rank", kind="stable").drop_duplicates("segmenter")
         lines += [line(row) for _, row in best.iterrows()]
-        if len(best) == len(table):  # one combination per segmenter: the overall list says no more
-            return "\n".join(lines)
-    lines.append(f"best {len(shown)} of {len(table)} combinations by mean {metric}{over}:")
-    lines += [line(row) for _, row in shown.iterrows()]
+    if not ("segmenter" in table.columns and table["segmenter"].nunique() > 1
+            and table["segmenter"].nunique() == len(table)):  # else the list above says it all
+        lines.append(f"best {len(shown)} of {len(table)} combinations by mean {metric}{over}:")
+        lines += [line(row) for _, row in shown.iterrows()]
+    partly = table[table["n_images"] < table["n_images_expected"]] if "n_images_expected" in table.columns \
+        else table.iloc[:0]
+    if len(partly):
+        lines.append(f"{len(partly)} combination(s) scored on fewer images than asked: see not_scored in {path}")
+    if len(unscored):
+        lines.append(f"not scored: {len(unscored)} combination(s) "
+                     f"({', '.join(map(str, unscored['combination'].head(3)))}"
+                     f"{', ...' if len(unscored) > 3 else ''}): see not_scored in {path}")
     return "\n".join(lines)
 
 

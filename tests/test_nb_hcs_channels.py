@@ -1,4 +1,5 @@
-"""The hcs_channels notebook runs headless on the demo data and re-runs from its record."""
+"""The hcs_channels notebook runs headless on the demo data through the run engine and re-runs from its
+record; its run folders hold a run.json each."""
 
 import json
 
@@ -9,8 +10,8 @@ from nbhelpers import REPO, check_outputs, execute
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
-MAIN = ["record.json", "fusion_scores.csv", "f1_nuclei.csv", "f1_cells.csv", "best.json", "f1_heatmap.png",
-        "fusion_examples.png", "f1_nuclei.html"]
+MAIN = ["record.json", "config_nuclei.json", "config_cells.json", "runs.json", "fusion_scores.csv",
+        "f1_nuclei.csv", "f1_cells.csv", "best.json", "f1_heatmap.png", "fusion_examples.png", "f1_nuclei.html"]
 
 
 @pytest.mark.skipif(not (REPO / "models" / "cellpose_demo").exists(),
@@ -23,6 +24,18 @@ def test_hcs_channels_notebook(tmp_path):
     assert "f1_heatmap.png" in prov["outputs"]
     record = json.loads((folder / "record.json").read_text())
     assert record["channels"] == ["nuclei_cyto", "cytoplasm", "mito", "membrane"]
+    # one engine run per target inside the notebook's run folder, each with its record and tables
+    runs = json.loads((folder / "runs.json").read_text())
+    assert sorted(runs) == ["cells", "nuclei"]
+    for target, name in runs.items():
+        run_dir = folder / name
+        assert (run_dir / "run.json").is_file() and (run_dir / "metrics.csv").is_file()
+        recorded = json.loads((run_dir / "run.json").read_text())
+        saved = json.loads((folder / f"config_{target}.json").read_text())
+        assert recorded["config"]["segmenters"][0]["sweep"] == saved["segmenters"][0]["sweep"]
+        assert recorded["config"]["inputs"]["path"] == saved["inputs"]["path"] == str(folder.resolve() / "inputs"
+                                                                                     / "images")
+        assert len(pd.read_csv(run_dir / "metrics.csv")) == 15 * len(record["methods"])
     nuclei = pd.read_csv(folder / "f1_nuclei.csv")
     # the power set of 4 channels: 15 rows; one column per fusion method
     assert len(nuclei) == 15 and list(nuclei.columns) == ["channels"] + record["methods"]

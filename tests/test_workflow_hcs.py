@@ -1,17 +1,21 @@
-"""Library code of the hcs_channels notebook: fields, the power-set score table, its styling and plots."""
+"""Library code of the hcs_channels notebook: inputs, the fusion run config, the power-set table from a
+run, its styling and plots; the run repeats from its run.json with identical labels."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 
 from opsef_core.errors import ConfigError, InputFileError
-from opsef_core.fusion import channel_power_set
+from opsef_core.fusion import FUSION_METHODS, channel_power_set
 from opsef_core.workflows import hcs
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "demo_data" / "hcs_channels"
+NAMES = ["nuclei_cyto", "cytoplasm", "mito", "membrane"]
 
 
 def test_load_fields_with_crop(tmp_path):
@@ -27,6 +31,54 @@ def test_load_fields_with_crop(tmp_path):
         hcs.load_fields(DATA, max_images=1, crop=[0, 300, 0, 10])
     with pytest.raises(InputFileError, match="organelles"):
         hcs.load_fields(DATA, targets=["organelles"], max_images=1)
+
+
+def test_prepare_inputs_writes_cropped_copies_with_channel_names(tmp_path):
+    from opsef_core import io
+
+    assert hcs.prepare_inputs(DATA, tmp_path / "unused") == DATA  # no crop: the data itself
+    dest = hcs.prepare_inputs(DATA, tmp_path / "in", max_images=2, crop=[10, 74, 20, 100])
+    files = sorted(p.name for p in (dest / "images").iterdir())
+    assert files == ["hcs_00.tif", "hcs_01.tif"]
+    img = io.read_image(dest / "images" / "hcs_01.tif")
+    assert img.shape == (4, 64, 80) and list(img.channel_names) == NAMES and img.pixel_size["X"] == 0.5
+    np.testing.assert_array_equal(img.data, tifffile.imread(DATA / "images" / "hcs_01.tif")[:, 10:74, 20:100])
+    for target in ("nuclei", "cells"):
+        lab = tifffile.imread(dest / "labels" / target / "hcs_01.tif")
+        assert lab.shape == (64, 80) and lab.max() == len(np.unique(lab)) - 1
+    with pytest.raises(ConfigError, match="already holds"):
+        hcs.prepare_inputs(DATA, dest, crop=[0, 10, 0, 10])
+
+
+def test_fusion_config_sweeps_the_power_set_and_matches_the_bundled_config():
+    from opsef_core.config import config_from_dict, load_config
+    from opsef_core.run import plan
+
+    cfg = hcs.fusion_config("../demo_data/hcs_channels", "nuclei", {"model": "cellpose_demo", "diameter": 17.0},
+                            NAMES)
+    seg = cfg["segmenters"][0]
+    assert seg["backend"] == "fusion" and seg["params"]["network_channels"] == NAMES
+    assert seg["sweep"]["channels"] == [list(s) for s in channel_power_set(NAMES)]
+    assert seg["sweep"]["method"] == list(FUSION_METHODS)
+    assert cfg["inputs"]["ground_truth"] == "../demo_data/hcs_channels/labels/nuclei"
+    combos = plan(config_from_dict(cfg))
+    assert len(combos) == 15 * 4 and len({c.network_key for c in combos}) == 1
+    # configs/hcs_channels.json is the notebook's config on the whole demo data (nuclei), cells its twin
+    for target, name, diameter in (("nuclei", "hcs_channels.json", 17.0), ("cells", "hcs_channels_cells.json", 43.0)):
+        bundled = load_config(REPO / "configs" / name)
+        built = hcs.fusion_config("../demo_data/hcs_channels", target,
+                                  {"model": "cellpose_demo", "diameter": diameter}, NAMES)
+        got = bundled.model_dump(mode="json")
+        want = config_from_dict(built).model_dump(mode="json")
+        got.pop("description"), want.pop("description")
+        assert got == want, name
+        assert bundled.resolve(bundled.inputs.path) == DATA / "images"
+    with pytest.raises(ConfigError, match="channels"):
+        hcs.fusion_config(DATA, "nuclei", {"model": "m", "channel": 0}, NAMES)
+    with pytest.raises(ConfigError, match="unknown fusion"):
+        hcs.fusion_config(DATA, "nuclei", {}, NAMES, methods=["average"])
+    with pytest.raises(ConfigError, match="at least one channel"):
+        hcs.fusion_config(DATA, "nuclei", {}, [])
 
 
 def _long_table(rng):
@@ -52,47 +104,55 @@ def test_score_table_best_cell_and_plots():
     assert len(fig.axes) == 3  # two heat maps and the colour bar
     with pytest.raises(ConfigError):
         hcs.score_table(scores, "cells")
+    # a combination not scored on one image keeps its row, with no mean
+    scores.loc[(scores["channels"] == "b") & (scores["method"] == "staple") & (scores["image"] == "i1"), "f1"] = np.nan
+    table = hcs.score_table(scores, "nuclei")
+    assert list(table.index) == combos and np.isnan(table.loc["b", "staple"])
+    assert "–" in hcs.style_table(table).to_html()
 
 
-@pytest.fixture(scope="module")
-def random_cellpose(tmp_path_factory):
-    """A CPnet with random weights (no pretrained model needed) to test the mechanics only."""
-    import torch
-    from cellpose.resnet_torch import CPnet
-
-    path = tmp_path_factory.mktemp("cp") / "cp_random"
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        CPnet([2, 32, 64, 128, 256], 3, 3).save_model(str(path))
-    return str(path)
-
-
-@pytest.mark.slow
-def test_fusion_scores_run_the_network_once_per_channel(random_cellpose, monkeypatch):
-    from opsef_core.segment import get_segmenter
-
-    seg = get_segmenter("cellpose")
-    calls = []
-    original = type(seg).predict
-    monkeypatch.setattr(type(seg), "predict", lambda self, image, p: calls.append(p.channel) or original(self, image, p))
-    fields = hcs.load_fields(DATA, max_images=1, crop=[0, 64, 0, 64])
-    params = {"model": random_cellpose, "diameter": 30.0}
-    scores = hcs.fusion_scores(fields, {"nuclei": params, "cells": params},
-                               channels=["nuclei_cyto", "membrane"], methods=["flow_average", "pixel_vote"])
-    # same network setting for both targets: one pass per channel in all
-    assert sorted(calls) == [0, 3]
-    assert len(scores) == 2 * 3 * 2  # targets x subsets x methods
-    assert set(scores["channels"]) == {"nuclei_cyto", "membrane", "nuclei_cyto+membrane"}
-    assert scores["f1"].between(0, 1).all()
-    lab = hcs.segment_subset(fields[0], ["nuclei_cyto", "membrane"], "pixel_vote", params)
-    assert lab.shape == (64, 64) and len(calls) == 4  # segment_subset without a cache re-runs
-
-
+# ----------------------------------------------------------------------------- the run
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO / "models" / "cellpose_demo").exists(), reason="models/cellpose_demo not built yet")
-def test_fusion_scores_demo_model_finds_nuclei():
-    fields = hcs.load_fields(DATA, max_images=1, crop=[48, 208, 48, 208])
-    scores = hcs.fusion_scores(fields, {"nuclei": {"model": "cellpose_demo", "diameter": 17.0}},
-                               channels=["nuclei_cyto", "mito"], methods=["flow_average", "majority_vote"])
+def test_hcs_run_table_and_rerun_from_run_json(tmp_path, monkeypatch):
+    """One cropped field, 3 channels (7 subsets) x 4 methods; `run.json` repeats it from elsewhere."""
+    from opsef_core import io
+    from opsef_core.run import execute
+
+    channels = ["nuclei_cyto", "cytoplasm", "mito"]
+    data = hcs.prepare_inputs(DATA, tmp_path / "inputs", targets=["nuclei"], max_images=1, crop=[48, 144, 48, 144])
+    cfg = hcs.fusion_config(data, "nuclei", {"model": "cellpose_demo", "diameter": 17.0}, channels)
+    run_dir = hcs.run_fusion(cfg, out=tmp_path / "runs")
+    item = json.loads((run_dir / "items" / "hcs_00.json").read_text())
+    assert item["status"] == "done" and item["counts"]["network"] == 1 and item["counts"]["decode"] == 28
+
+    scores = hcs.fusion_scores({"nuclei": run_dir})
     table = hcs.score_table(scores, "nuclei")
-    assert table.loc["nuclei_cyto", "flow_average"] > 0.5
+    want_rows = ["+".join(s) for s in channel_power_set(channels)]
+    assert list(table.index) == want_rows and list(table.columns) == list(FUSION_METHODS)
+    assert np.isfinite(table.to_numpy()).all() and ((table >= 0) & (table <= 1)).all().all()
+    # the table's cells are metrics.csv's f1@0.5, combination by combination
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert len(metrics) == 28 and set(metrics["combination"]) == set(scores["combination"])
+    row = metrics[metrics["param_method"] == "staple"].iloc[-1]
+    assert table.loc["nuclei_cyto+cytoplasm+mito", "staple"] == pytest.approx(row["f1@0.5"])
+    combo, _, best = hcs.best_cell(table)
+    assert "nuclei_cyto" in combo and best > 0.5  # the nuclei model finds the nuclei in the nuclear channel
+
+    view = hcs.subset_view(run_dir, combo)
+    assert list(view["labels"]) == list(FUSION_METHODS) and view["truth"].shape == (96, 96)
+    fig = hcs.plot_examples(view, "nuclei")
+    assert len(fig.axes) >= 6  # input, truth and the four methods
+
+    # repeat from the record, from another working directory: identical label images
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = execute(run_dir / "run.json", out=tmp_path / "again", progress=False)
+    first = pd.read_csv(run_dir / "summary.csv")
+    second = pd.read_csv(again / "summary.csv")
+    assert list(second["combination"]) == list(first["combination"]) and (second["status"] == "done").all()
+    for a, b in zip(first["labels"], second["labels"]):
+        np.testing.assert_array_equal(tifffile.imread(again / b), tifffile.imread(run_dir / a))
+    assert io.read_labels(again / second["labels"].iloc[0]).max() > 0
+    pd.testing.assert_frame_equal(hcs.score_table(hcs.fusion_scores({"nuclei": again}), "nuclei"), table)

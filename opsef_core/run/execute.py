@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 #: the deep-learning library that runs each backend's network (for the device record)
-_FRAMEWORK = {"cellpose": "torch", "unet": "torch", "stardist": "tensorflow"}
+_FRAMEWORK = {"cellpose": "torch", "fusion": "torch", "unet": "torch", "stardist": "tensorflow"}
 
 
 def _device_entry(backend: str, params: Any) -> dict:

@@ -7,6 +7,7 @@ run items from the files' metadata and pairs each with its ground truth and clas
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import re
 from dataclasses import asdict, dataclass
@@ -29,8 +30,8 @@ def slug(text: Any) -> str:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         number = f"{text:g}" if isinstance(text, float) else str(text)
         return ("-" if number.startswith("-") else "") + slug(number.lstrip("-"))  # keep the sign: -1 != 1
-    if isinstance(text, (list, tuple)):
-        return "x".join(slug(t) for t in text) or "x"
+    if isinstance(text, (list, tuple)):  # "+" cannot come from an element: ["ax", "b"] != ["a", "xb"]
+        return "+".join(slug(t) for t in text) or "x"
     return _SAFE.sub("-", str(text)).strip("-") or "x"
 
 
@@ -94,7 +95,8 @@ class Combination:
         """The columns that name this combination in every table."""
         return {"combination": self.id, "pipeline": self.pipeline, "segmenter": self.segmenter,
                 "backend": self.backend, "setting": self.setting_id,
-                **{f"param_{k}": v for k, v in self.sweep.items()}}
+                **{f"param_{k}": v if isinstance(v, (str, int, float, bool)) or v is None
+                   else json.dumps(v) for k, v in self.sweep.items()}}
 
 
 def plan(config: RunConfig) -> list[Combination]:

@@ -1,4 +1,4 @@
-"""Segmentation backends (classical, stardist, cellpose, unet) behind one protocol."""
+"""Segmentation backends (classical, stardist, cellpose, unet, fusion) behind one protocol."""
 
 from .base import (
     Segmenter,

@@ -47,6 +47,7 @@ _BUILTIN_MODULES = {
     "stardist": "opsef_core.segment.stardist_backend",
     "cellpose": "opsef_core.segment.cellpose_backend",
     "unet": "opsef_core.segment.unet_backend",
+    "fusion": "opsef_core.segment.fusion_backend",
 }
 
 
