@@ -15,26 +15,31 @@
 # # Single spheroids in brightfield, among debris
 #
 # **What it does.** Segments the one spheroid of every brightfield image of a time series
-# (treated-spheroid study): preprocessing (rescaling — the study found 1/2 resolution best —,
-# inversion, rolling-ball background subtraction), several segmenter settings side by side
-# (classical threshold, the U-Net demo model, ...), the **largest object** as the spheroid,
-# its readouts in µm (equivalent diameter, area, sphere volume, perimeter, circularity) and,
-# against the truth, the single-spheroid metrics of `SCIENCE.md`: Jaccard distance (JCD),
-# relative diameter and circularity deviations (RDD, RCD), invalid and ambiguous spheroid
+# (treated-spheroid study) with the run engine: the notebook's parameters become a run config —
+# one preprocessing pipeline (rescaling — the study found 1/2 resolution best —, inversion,
+# rolling-ball background subtraction), the segmenter settings compared side by side (classical
+# threshold, the U-Net demo model, ...) and the single-spheroid post-processing (the **largest
+# object**'s outer contour) — which `opsef_core.run.execute` runs into a run folder inside this
+# notebook's run folder (its `run.json` repeats it: `opsef run RUN/run.json`). The study
+# analyses then read that run's label images: the spheroid's readouts in µm (equivalent
+# diameter, area, sphere volume, perimeter, circularity) and, against the truth, the
+# [single-spheroid metrics](../docs/definitions.md#single-spheroid-metrics): Jaccard distance
+# (JCD), relative diameter and circularity deviations (RDD, RCD), invalid and ambiguous spheroid
 # fractions (ISF, ASF, with binomial standard errors) and the average radial error.
 # It ends with a growth curve and overlays of the chosen result on every image.
 #
 # **Data it expects.** `data_dir/images/*.tif`: 2D (YX) brightfield images, dark spheroid on a
 # bright background, pixel size in the file; each name carries a time index `_tNN`
 # (`bf_t03.tif`). `data_dir/labels/` holds the truth masks under the same names (needed for
-# the metrics). The demo data: `demo_data/debris_brightfield` (6 time points, 2 µm pixels).
+# the metrics). The demo data: `demo_data/debris_brightfield` (6 time points, 2 µm pixels);
+# `configs/debris_brightfield.json` is this notebook's run config on all of it.
 #
 # **Parameters that matter most.** `scale` (resolution fed to the segmenters),
 # `background_radius` (rolling ball, in pixels after rescaling: larger than the spheroid
-# radius), `settings` (the segmenters compared; add `{"name": ..., "backend": "cellpose",
-# "params": {"model": ..., "diameter": ...}}` to compare Cellpose), `smooth_radius` (outer
-# contour smoothing of the spheroid, pixels) and `chosen` (`"best"` = lowest mean JCD).
-# For real data raise `max_images` (None = all).
+# radius), `settings` (the segmenters compared, run-config segmenter entries; add
+# `{"name": ..., "backend": "cellpose", "params": {"model": ..., "diameter": ...}}` to compare
+# Cellpose), `smooth_radius` (outer contour smoothing of the spheroid, pixels of the input
+# image) and `chosen` (`"best"` = lowest mean JCD). For real data raise `max_images` (None = all).
 
 # %% tags=["parameters"]
 data_dir = "../demo_data/debris_brightfield"
@@ -68,48 +73,70 @@ run.folder
 # %%
 import logging
 
-from opsef_core import io
-from opsef_core.spheroid import growth_table
+from opsef_core.config import config_from_dict
+from opsef_core.run import plan_table
+from opsef_core.science.spheroid import growth_table
 from opsef_core.widgets import parameter_explorer
 from opsef_core.workflows import debris
 
 logging.basicConfig(level=logging.WARNING)
 
 # %% [markdown]
-# ## Images and preprocessing
+# ## The run config
+# The parameters as a run config (the schema of `configs/`): `inputs` (the images, their truth,
+# the first `max_images`), one pipeline (`rescale` by `scale`, `invert`, `rolling_ball`), one
+# `segmenters` entry per setting and `postprocess.smooth_radius` (the largest object's holes
+# filled and opened with a disk; the other objects are kept, so the ambiguous-spheroid call can
+# count them). A setting whose model is not installed is left out of the config and reported
+# (the engine would refuse the whole run). The plan lists the images and the combinations.
 
 # %%
-series = debris.load_series(data_dir, max_images=max_images)
-pipeline = debris.spheroid_pipeline(scale=scale, invert=invert, background_radius=background_radius)
-print(f"{len(series)} images, time points {[s['time'] for s in series]}; pipeline: {pipeline.describe()}")
+usable, skipped = debris.usable_settings(settings=settings)
+for s in skipped:
+    print(f"setting {s['name']!r} left out: {s['reason']}")
+config = debris.run_config(data_dir=data_dir, settings=usable, scale=scale, invert=invert,
+                           background_radius=background_radius, smooth_radius=smooth_radius,
+                           max_images=max_images)
+print(plan_table(config_from_dict(config)))
 
 # %% [markdown]
-# ## Segmentation: the settings side by side
-# Every setting runs on the same preprocessed images; labels are brought back to the original
-# pixel grid (nearest neighbour) and compared with the truth there. A setting whose model is
-# not installed is reported as failed and left out of the tables.
+# ## Segmentation with the run engine
+# Every setting runs on the same preprocessed images (the pipeline is applied once per image).
+# The engine segments at half resolution, keeps those labels in `labels_working/`, maps them back
+# to the input grid (nearest neighbour: `labels/`), post-processes them there
+# (`labels_filtered/`), measures every object in µm (`measurements.csv`) and scores them against
+# the truth (`metrics.csv`). The run folder lies inside this notebook's run folder.
 
 # %%
-result = debris.segment_series(series, pipeline, settings, smooth_radius=smooth_radius)
+run_dir = debris.execute_run(config=config, out=run.folder)
+run.save_json({"run_folder": run_dir.name, "rerun": f"opsef run {run_dir / 'run.json'}"}, "engine_run")
+print(f"run folder: {run_dir}\nrepeat with: opsef run {run_dir / 'run.json'}")
+
+# %% [markdown]
+# ## The settings side by side
+# The post-processed labels read back from the run folder (nothing is segmented again).
+
+# %%
+result = debris.read_run(run_dir=run_dir)
 for name, err in result["errors"].items():
     print(f"setting {name!r} failed: {err}")
-fig = debris.plot_settings(series, result["labels"])
+fig = debris.plot_settings(result["series"], result["labels"])
 run.save_figure(fig, "settings_montage")
 fig
 
 # %% [markdown]
 # ## Readouts and single-spheroid metrics
-# Per image: the largest object's readouts (µm, µm², µm³) and JCD, RDD, RCD, radial error;
-# per setting: means, sample standard deviations, ISF and ASF with binomial standard errors.
+# Per image (from the run's `labels_filtered/`): the largest object's readouts (µm, µm², µm³)
+# and JCD, RDD, RCD, radial error; per setting: means, sample standard deviations, ISF and ASF
+# with binomial standard errors, and the segmentation time (network + decoding).
 
 # %%
-per_image, summary = debris.evaluate_series(series, result["labels"])
-summary["seconds"] = summary["setting"].map(result["seconds"])
+per_image, summary = debris.evaluate_run(run_dir=run_dir)
 run.save_table(per_image, "spheroid_metrics")
 run.save_table(summary, "spheroid_summary")
-best = debris.choose_setting(summary, chosen)
+best = debris.choose_setting(summary, chosen=chosen)
 print(f"chosen setting: {best}")
-summary.set_index("setting").T.round(4)
+summary.set_index("setting").round(4).T
 
 # %% [markdown]
 # ## Growth curve of the chosen setting
@@ -118,31 +145,32 @@ summary.set_index("setting").T.round(4)
 chosen_rows = per_image[per_image["setting"] == best]
 growth = growth_table(chosen_rows, time="time")
 run.save_table(growth, "growth")
-fig = debris.plot_growth(per_image, best)
+fig = debris.plot_growth(per_image, setting=best)
 run.save_figure(fig, "growth_curve")
 fig
 
 # %% [markdown]
 # ## The chosen result on every image
-# Cyan: the largest predicted object (the spheroid); magenta: the truth.
+# Cyan: the largest predicted object (the spheroid); magenta: the truth. The chosen setting's
+# label images are copied from the run folder to this notebook's `labels/`.
 
 # %%
-fig = debris.plot_overlays(series, result["labels"][best], title=f"{best}: spheroid (cyan) vs truth (magenta)")
+fig = debris.plot_overlays(result["series"], result["labels"][best],
+                           title=f"{best}: spheroid (cyan) vs truth (magenta)")
 run.save_figure(fig, "overlays")
-for item, lab in zip(series, result["labels"][best]):
-    io.write_labels(run.path(f"labels/{item['name']}.tif"), lab, pixel_size=item["image"].pixel_size, axes="YX")
+copies = debris.copy_labels(run_dir=run_dir, setting=best, dest=run.folder / "labels")
 fig
 
 # %% [markdown]
 # ## Explore the classical threshold on one image
-# One network pass, re-decoded on every slider move (in a live notebook); the static figure
-# shows a sweep of the fixed threshold on the preprocessed image.
+# On the preprocessed image the run saved (`preprocessed/`): one network pass, re-decoded on
+# every slider move (in a live notebook); the static figure shows a sweep of the fixed threshold.
 
 # %%
-classical = next((s for s in settings if s["backend"] == "classical"), None)
+classical = next((s for s in usable if s["backend"] == "classical"), None)
 if classical is not None:
-    k = min(explorer_image, len(series) - 1)
-    explorer = parameter_explorer(result["preprocessed"][k], "classical", classical["params"],
+    pre = debris.preprocessed_image(run_dir=run_dir, image=explorer_image)
+    explorer = parameter_explorer(pre, "classical", classical["params"],
                                   sliders={"threshold": (0.2, 0.8, 0.05), "min_size": (0, 400, 50)})
     run.save_figure(explorer.figure, "threshold_explorer")
     display(explorer.widget if explorer.widget is not None else explorer.figure)  # noqa: F821

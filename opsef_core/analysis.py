@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import ConfigError
-from .viz import save_figure
+from .viz import new_figure, save_figure
 
-__all__ = ["scatter", "pca", "tsne", "cluster", "save_figure"]
+__all__ = ["scatter", "pca", "tsne", "cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,11 @@ def scatter(
     -------
     matplotlib.figure.Figure
     """
-    from matplotlib.figure import Figure
-
     xy, index = _matrix(df, [x, y], 1, "scatter")
     if color_by is not None and color_by not in df.columns:
         raise ConfigError(f"scatter: colour column {color_by!r} not in the table")
     if ax is None:
-        fig = Figure(figsize=(5.5, 4.5), layout="constrained")
+        fig = new_figure((5.5, 4.5), layout="constrained")
         ax = fig.add_subplot()
     else:
         fig = ax.figure

@@ -38,6 +38,7 @@ import numpy as np
 
 from .errors import AxesError, ConfigError, EmptyFolderError, InputFileError
 from .io.atomic import atomic_write
+from .measure import check_labels
 
 __all__ = [
     "labels_to_rois",
@@ -90,16 +91,8 @@ def _trace_parts(obj: np.ndarray) -> list[np.ndarray]:
 
 
 def _spatial(labels: np.ndarray) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        labels = labels.astype(np.uint8)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise InputFileError(f"labels must be an integer label image, got dtype {labels.dtype}")
-    if labels.ndim not in (2, 3):
-        raise AxesError(f"labels must be 2D (YX) or 3D (ZYX), got shape {labels.shape}")
-    if labels.size and labels.min() < 0:
-        raise InputFileError("labels must be non-negative")
-    return labels
+    """2D/3D label image checked by :func:`opsef_core.measure.check_labels` (one rule everywhere)."""
+    return check_labels(labels, ndim=(2, 3), what="labels")
 
 
 def labels_to_rois(labels: np.ndarray, c: int | None = None, t: int | None = None) -> list:

@@ -1,6 +1,6 @@
 """Combining segmentations of several channels (or models) of one image.
 
-Methods (SCIENCE.md, "Channel fusion"):
+Methods (``docs/definitions.md#channel-fusion``):
 
 - **flow averaging** (:func:`flow_average`, default): the Cellpose network runs on every
   channel alone; the flow fields (dY, dX) and cell-probability maps are averaged over the

@@ -59,34 +59,46 @@ _DEFAULT_BY = ("image", "pipeline", "segmenter", "params")
 
 
 # ---------------------------------------------------------------------- helpers
-def check_labels(labels, ndim: Sequence[int] = (2, 3), source=None, what: str = "label image") -> np.ndarray:
-    """Validate a label image and return it as a numpy integer array.
+def check_labels(labels, ndim: Sequence[int] | None = (2, 3), source=None, what: str = "label image") -> np.ndarray:
+    """Validate a label image and return it as a numpy integer array (the one label check of opsef).
+
+    Every module that takes label images (measurement, post-processing, evaluation, ROI export,
+    training, the study science) calls this, so a label image is accepted or refused the same
+    way everywhere.  The rule:
+
+    - integer arrays: accepted when no value is negative (returned as they are, not copied);
+    - booleans: one object, returned as int32 (0/1);
+    - floats (e.g. 32-bit masks saved by ImageJ): accepted when every value is a whole
+      number >= 0 and finite, returned as int64; a fraction (an intensity image, interpolated
+      labels), NaN or infinity is refused;
+    - anything else (complex, object, strings) is refused.
 
     Parameters
     ----------
     labels : array-like
-        Integer array, 0 = background.  A boolean mask is accepted (one object).
-    ndim : sequence of int
-        Allowed numbers of dimensions.
+        Label image, 0 = background.
+    ndim : sequence of int or None
+        Allowed numbers of dimensions (None: any).
     source : str or Path, optional
         File named in error messages.
     what : str
-        How the array is called in error messages.
+        How the array is called in error messages (e.g. ``"ground-truth labels"``).
 
     Returns
     -------
     ndarray
-        The labels (not copied when already an integer numpy array).
+        Integer labels.
 
     Raises
     ------
     AxesError
         Wrong number of dimensions.
     InputFileError
-        Non-integer or negative labels.
+        Negative, fractional or non-finite values, or a dtype that cannot hold labels; the
+        message names ``what`` (and ``source`` when given).
     """
     arr = np.asarray(labels)
-    if arr.ndim not in tuple(ndim):
+    if ndim is not None and arr.ndim not in tuple(ndim):
         raise AxesError(
             f"{what} must have {' or '.join(str(n) for n in ndim)} dimensions (YX or ZYX), "
             f"got shape {arr.shape}",
@@ -94,14 +106,20 @@ def check_labels(labels, ndim: Sequence[int] = (2, 3), source=None, what: str = 
         )
     if arr.dtype == bool:
         return arr.astype(np.int32)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and np.all(np.mod(arr, 1) == 0):
-            arr = arr.astype(np.int64)
-        else:
-            raise InputFileError(f"{what} must hold integer labels, got dtype {arr.dtype}", source)
+    if arr.dtype.kind == "f":
+        if arr.size and not np.isfinite(arr).all():
+            raise InputFileError(f"{what} holds NaN or infinite values; labels must be whole numbers >= 0",
+                                 source)
+        frac = arr != np.floor(arr)
+        if frac.any():
+            raise InputFileError(
+                f"{what} holds non-integer values (e.g. {arr[frac].flat[0]!r}); labels must be whole "
+                "numbers >= 0 (is it an intensity image?)", source)
+    elif arr.dtype.kind not in "iu":
+        raise InputFileError(f"{what} must hold integer labels, got dtype {arr.dtype}", source)
     if arr.size and arr.min() < 0:
-        raise InputFileError(f"{what} holds negative labels (min {arr.min()})", source)
-    return arr
+        raise InputFileError(f"{what} holds negative labels (min {arr.min()}); labels must be >= 0", source)
+    return arr.astype(np.int64) if arr.dtype.kind == "f" else arr
 
 
 def _spacing(pixel_size, ndim: int, source=None) -> tuple:

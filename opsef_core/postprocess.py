@@ -28,6 +28,8 @@ __all__ = [
     "remove_small",
     "remove_large",
     "relabel",
+    "keep_largest",
+    "smooth_largest",
     "mask_from_channel",
     "classify_by_mask",
     "class_labels",
@@ -214,6 +216,77 @@ def relabel(labels) -> np.ndarray:
     from skimage.segmentation import relabel_sequential
 
     return relabel_sequential(check_labels(labels).copy())[0]
+
+
+def _largest_id(labels: np.ndarray) -> int:
+    """The label value of the object with the most pixels (0 when there is none; ties: the lower value)."""
+    sizes = _sizes(labels)
+    if sizes.size <= 1:
+        return 0
+    sizes[0] = 0
+    return int(np.argmax(sizes)) if sizes.any() else 0
+
+
+def keep_largest(labels) -> np.ndarray:
+    """Keep only the object with the most pixels (voxels); the single-object rule.
+
+    Ties go to the lower label value.  An empty label image is returned as a copy.
+
+    Returns
+    -------
+    ndarray
+        Same dtype; the kept object keeps its label value.
+    """
+    labels = check_labels(labels)
+    ident = _largest_id(labels)
+    if ident == 0:
+        return labels.copy()
+    return np.where(labels == ident, labels, 0).astype(labels.dtype)
+
+
+def smooth_largest(labels, radius: int = 0) -> np.ndarray:
+    """The outer contour of the largest object: its holes filled, opened with a disk (ball in 3D).
+
+    The rule of the single-spheroid study (one spheroid among debris): the largest object
+    (most pixels, ties to the lower label value) gets its holes filled and, with
+    ``radius > 0``, a binary opening with a disk of that radius that cuts off thin spurs of
+    debris attached to it; the largest connected component of the result is kept (when the
+    opening would remove everything, the filled object is kept).  The other objects are kept
+    (minus the pixels the smoothed object now covers), so an object count (e.g. the
+    *ambiguous spheroid* call) does not change; combine with :func:`keep_largest` to drop them.
+
+    Parameters
+    ----------
+    labels : ndarray
+        ``YX`` (or ``ZYX``) label image.
+    radius : int
+        Opening radius in pixels (0 = holes filled only).
+
+    Returns
+    -------
+    ndarray
+        Label image of the same dtype.
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import label as cc_label
+    from skimage.morphology import ball, disk, opening
+
+    lab = check_labels(labels)
+    ident = _largest_id(lab)
+    if ident == 0:
+        return lab.copy()
+    filled = ndi.binary_fill_holes(lab == ident)
+    smooth = filled
+    if radius and int(radius) > 0:
+        opened = opening(filled, (disk if lab.ndim == 2 else ball)(int(radius)))
+        if opened.any():
+            comp = cc_label(opened, connectivity=lab.ndim)
+            sizes = np.bincount(comp.ravel())
+            sizes[0] = 0
+            smooth = comp == int(np.argmax(sizes))
+    out = np.where(lab == ident, 0, lab)
+    out[smooth] = ident
+    return out.astype(lab.dtype)
 
 
 # ---------------------------------------------------------------------- masks & classes
@@ -406,8 +479,13 @@ class ClassMaskConfig(BaseModel):
 class PostprocessConfig(BaseModel):
     """Post-processing applied after segmentation (raw labels are kept unchanged).
 
-    Order: fill holes, size limits (pixels/voxels), border removal, measurement
-    ranges, classes.
+    Order: fill holes, size limits (pixels/voxels), border removal, the largest object's
+    outer contour (``smooth_radius``), the largest object alone (``keep_largest``),
+    measurement ranges, classes.
+
+    ``smooth_radius`` (pixels of the input grid; 0 = holes filled only, None = off) and
+    ``keep_largest`` are the single-object rule (one spheroid per image among debris):
+    :func:`smooth_largest` and :func:`keep_largest`.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -417,6 +495,8 @@ class PostprocessConfig(BaseModel):
     remove_border: bool = False
     border_axes: str = "YX"
     fill_holes: bool = False
+    smooth_radius: int | None = Field(None, ge=0)
+    keep_largest: bool = False
     ranges: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)
     class_mask: ClassMaskConfig | None = None
 
@@ -490,6 +570,10 @@ def apply_postprocess(labels, image: Image | None, config, *,
         out = remove_large(out, config.max_size)
     if config.remove_border:
         out = remove_border_objects(out, axes=config.border_axes)
+    if config.smooth_radius is not None:
+        out = smooth_largest(out, config.smooth_radius)
+    if config.keep_largest:
+        out = keep_largest(out)
     table = measure_objects(out, image)
     if config.ranges:
         out, table = filter_objects(out, config.ranges, image=image, table=table)

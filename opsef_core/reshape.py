@@ -50,68 +50,124 @@ def substack(image: Image, z_start: int, z_stop: int | None = None, z_step: int 
     return out.with_data(out.data, pixel_size=ps)
 
 
-def _factors(image: Image, factors) -> dict:
+def _factors(image: Image, factors, what: str = "scale") -> dict:
+    """Factor per spatial axis: a number applies to Y and X (Z untouched); a mapping names axes.
+
+    A mapping may name an axis the image lacks only with factor 1 (so one pipeline fits 2D and
+    3D images alike).
+    """
     spatial = image.spatial_axes
     if isinstance(factors, dict):
         f = {str(k).upper(): float(v) for k, v in factors.items()}
-        bad = sorted(set(f) - set(spatial))
+        bad = sorted(a for a, v in f.items() if a not in spatial and v != 1)
         if bad:
-            raise AxesError(f"scale factors given for {bad}, but the spatial axes are {spatial}", image.source)
+            raise AxesError(f"{what} factors given for {bad}, but the spatial axes are {spatial}", image.source)
     else:
         f = {"Y": float(factors), "X": float(factors)}
     for k, v in f.items():
         if not np.isfinite(v) or v <= 0:
-            raise ConfigError(f"scale factor along {k} must be positive, got {v}")
+            raise ConfigError(f"{what} factor along {k} must be positive, got {v}")
     return {a: f.get(a, 1.0) for a in spatial}
+
+
+def _per_spatial(image: Image, func) -> np.ndarray:
+    """``func`` applied to each spatial (Z)YX array (one T, one C), read one at a time (dask-friendly)."""
+    lead = tuple(image.size(a) for a in image.axes if a in "TC")
+    out = None
+    for idx in np.ndindex(*lead):
+        res = np.asarray(func(np.asarray(image.data[idx])))
+        if out is None:
+            out = np.empty(lead + res.shape, dtype=res.dtype)
+        out[idx] = res
+    return out
+
+
+def _work_dtype(dtype: np.dtype) -> np.dtype:
+    """float64 where float32 would not hold every value exactly (float64, 32/64-bit integers)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.float64 or (dtype.kind in "iu" and dtype.itemsize >= 4):
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
 
 
 def rescale(image: Image, factors: float | dict, order: int = 1, preserve_dtype: bool = True,
             anti_aliasing: bool | None = None) -> Image:
-    """Resample the spatial axes by explicit factors.
+    """Resample the spatial axes by explicit factors (the one resampling code path of opsef).
+
+    The ``rescale`` preprocessing step calls this function.
 
     Parameters
     ----------
     image : Image
-        Any image; T and C are kept as they are.
+        Any image (numpy or dask data, read one T/C array at a time); T and C are kept as they are.
     factors : float or dict
-        New size = round(old size x factor).  A float scales Y and X only
-        (Z untouched: volumes are usually anisotropic); a dict such as
-        ``{"Z": 2.0, "Y": 0.5, "X": 0.5}`` gives each spatial axis explicitly.
+        New size = round(old size x factor) (Python rounding, as scikit-image).  A float scales
+        Y and X only (Z untouched: volumes are usually anisotropic); a dict such as
+        ``{"Z": 2.0, "Y": 0.5, "X": 0.5}`` gives each spatial axis explicitly (missing axes 1;
+        an axis the image lacks may be named with factor 1 only).
     order : int
         Spline order (0 nearest, 1 linear, 3 cubic).
     preserve_dtype : bool
-        Round and clip back to the input dtype (default); otherwise float32.
+        True (default): the output has the input's dtype; integers are rounded to nearest and
+        clipped to the dtype's range (never wrapped, as
+        :func:`opsef_core.preprocess.dtypes.cast_like`), booleans are values > 0.5.
+        False: float32 (float64 input stays float64).
     anti_aliasing : bool, optional
-        Gaussian pre-filter when shrinking (default: on for ``order > 0``).
+        Gaussian pre-filter (sigma ``(1/factor - 1) / 2`` per shrunk axis) when shrinking.
+        Default: on when an axis shrinks and ``order > 0``; never for nearest neighbour, so
+        ``order=0`` only picks input values.
 
     Returns
     -------
     Image
-        Pixel sizes are ``old x old_size / new_size`` (= old / factor up to rounding),
-        so the physical extent is kept.
+        Pixel sizes are ``old x old_size / new_size`` (= old / factor up to rounding), so the
+        physical extent is kept.
+
+    Raises
+    ------
+    AxesError
+        Factors for axes the image lacks, or a factor that leaves no pixel.
+    ConfigError
+        Non-positive factors.
+
+    Notes
+    -----
+    Boundary: ``skimage.transform.resize`` with ``mode="edge"``: values beyond the border (up
+    to half a pixel when up-scaling, and under the anti-aliasing Gaussian) repeat the edge pixel,
+    as the ``gaussian`` and ``median`` steps do (scipy ``"nearest"``).  No mirrored interior
+    structure and no dark frame.  Results are clipped to the input's value range
+    (scikit-image's ``clip=True``: cubic overshoot never leaves it).  The arithmetic is
+    float32 for inputs of at most 16-bit integers and float16/float32, float64 for float64
+    and 32/64-bit integers (exact there).
     """
     from skimage.transform import resize
 
     f = _factors(image, factors)
     spatial = image.spatial_axes
-    data = np.asarray(image.data)
-    out_spatial = tuple(max(1, int(round(image.size(a) * f[a]))) for a in spatial)
-    lead = data.shape[: data.ndim - len(spatial)]
-    flat = data.reshape((-1,) + data.shape[data.ndim - len(spatial):])
+    out_spatial = tuple(int(round(image.size(a) * f[a])) for a in spatial)
+    for a, n in zip(spatial, out_spatial):
+        if n < 1:
+            raise AxesError(f"rescale factor {f[a]} along {a} leaves no pixel of {image.size(a)}", image.source)
     if anti_aliasing is None:
         anti_aliasing = order > 0 and any(n < image.size(a) for n, a in zip(out_spatial, spatial))
-    out_dtype = data.dtype if preserve_dtype else np.float32
-    out = np.empty((flat.shape[0],) + out_spatial, dtype=out_dtype)
-    for i in range(flat.shape[0]):
-        r = resize(flat[i].astype(np.float32, copy=False), out_spatial, order=order, mode="edge",
+    in_dtype = np.dtype(image.dtype)
+    work = _work_dtype(in_dtype)
+    if preserve_dtype:
+        out_dtype = in_dtype
+    else:
+        out_dtype = np.dtype(np.float64) if in_dtype == np.float64 else np.dtype(np.float32)
+
+    def one(arr: np.ndarray) -> np.ndarray:
+        r = resize(arr.astype(work, copy=False), out_spatial, order=order, mode="edge",
                    preserve_range=True, anti_aliasing=anti_aliasing)
-        if preserve_dtype and np.dtype(out_dtype).kind in "iub":
-            info = np.iinfo(out_dtype) if np.dtype(out_dtype).kind in "iu" else None
-            r = np.round(r)
-            if info is not None:
-                r = np.clip(r, info.min, info.max)
-        out[i] = r
-    out = out.reshape(lead + out_spatial)
+        if out_dtype.kind == "b":
+            return r > 0.5
+        if out_dtype.kind in "iu":
+            info = np.iinfo(out_dtype)
+            return np.clip(np.rint(r), info.min, info.max).astype(out_dtype)
+        return r.astype(out_dtype, copy=False)
+
+    out = _per_spatial(image, one)
     ps = {a: image.pixel_size[a] * image.size(a) / n for a, n in zip(spatial, out_spatial)}
     return image.with_data(out, pixel_size=ps)
 
@@ -139,24 +195,30 @@ def rescale_labels(labels: np.ndarray, shape: tuple) -> np.ndarray:
     return out.astype(labels.dtype)
 
 
-_REDUCERS = {"mean": np.mean, "sum": np.sum, "max": np.max}
+_REDUCERS = ("mean", "sum", "max")
 
 
-def bin_image(image: Image, factors: dict, reduce: str = "mean", crop: bool = False) -> Image:
-    """Bin spatial axes by integer factors (block reduce).
+def bin_image(image: Image, factors: int | dict, reduce: str = "mean", crop: bool = False) -> Image:
+    """Bin spatial axes by integer factors (block reduce; the one binning code path of opsef).
+
+    The ``bin`` preprocessing step calls this function with ``crop=True``.
 
     Parameters
     ----------
     image : Image
-        Any image; T and C are kept.
-    factors : dict
-        Integer bin size per spatial axis, e.g. ``{"Y": 2, "X": 2}``; missing axes are 1.
+        Any image (numpy or dask data, read one T/C array at a time); T and C are kept.
+    factors : int or dict
+        Integer bin size: one number for Y and X (Z untouched), or per spatial axis, e.g.
+        ``{"Z": 2, "Y": 2, "X": 2}``; missing axes are 1 (an axis the image lacks may be named
+        with factor 1 only).
     reduce : {"mean", "sum", "max"}
-        ``mean`` gives float32 (or the input float dtype); ``sum`` widens integers
-        to 64 bit; ``max`` keeps the dtype.
+        How a block's pixels are combined.  Output dtype: ``mean`` float32 (float64 stays
+        float64), averaged in float64; ``sum`` the narrowest dtype that holds the sum exactly
+        (:func:`opsef_core.preprocess.dtypes.sum_dtype`: uint16 x 4 -> uint32; floats float32,
+        float64 stays); ``max`` the input dtype.
     crop : bool
-        When a size is not divisible by its factor: False (default) raises, True
-        drops the remainder at the high end (logged).
+        When a size is not divisible by its factor: False (default) raises, True drops the
+        remainder at the high end (logged), so the output has ``size // factor`` pixels.
 
     Returns
     -------
@@ -166,40 +228,51 @@ def bin_image(image: Image, factors: dict, reduce: str = "mean", crop: bool = Fa
     Raises
     ------
     AxesError
-        Factors for absent axes, or sizes not divisible (with ``crop=False``).
+        Factors for absent axes, a factor larger than the size, or sizes not divisible (with
+        ``crop=False``).
     ConfigError
         Unknown ``reduce`` or non-positive / non-integer factors.
     """
     from skimage.measure import block_reduce
 
+    from .preprocess.dtypes import sum_dtype
+
     if reduce not in _REDUCERS:
-        raise ConfigError(f"reduce must be one of {sorted(_REDUCERS)}, got {reduce!r}")
+        raise ConfigError(f"reduce must be one of {list(_REDUCERS)}, got {reduce!r}")
     spatial = image.spatial_axes
-    f = {str(k).upper(): v for k, v in factors.items()}
-    bad = sorted(set(f) - set(spatial))
-    if bad:
-        raise AxesError(f"bin factors given for {bad}, but the spatial axes are {spatial}", image.source)
-    for k, v in f.items():
-        if int(v) != v or int(v) < 1:
-            raise ConfigError(f"bin factor along {k} must be a positive integer, got {v}")
-    f = {a: int(f.get(a, 1)) for a in spatial}
-    data = np.asarray(image.data)
-    index = [slice(None)] * data.ndim
+    raw = factors if isinstance(factors, dict) else {"Y": factors, "X": factors}
+    for k, v in raw.items():
+        if isinstance(v, bool) or not float(v).is_integer() or int(v) < 1:
+            raise ConfigError(f"bin factor along {str(k).upper()} must be a positive integer, got {v}")
+    f = {a: int(v) for a, v in _factors(image, raw, "bin").items()}
+    index = []
     for a in spatial:
         n, k = image.size(a), f[a]
+        if k > n:
+            raise AxesError(f"bin factor {k} along {a} exceeds the image size {n} ({image.name!r})",
+                            image.source)
         if n % k:
             if not crop:
                 raise AxesError(
                     f"size {n} along {a} is not divisible by the bin factor {k}; pass crop=True to drop "
                     f"the last {n % k} pixel(s)", image.source)
             logger.info("bin_image: cropping %d pixel(s) along %s", n % k, a)
-            index[image.axes.index(a)] = slice(0, n - n % k)
-    data = data[tuple(index)]
-    block = tuple(f.get(a, 1) for a in image.axes)
-    if reduce == "mean" and data.dtype.kind != "f":
-        data = data.astype(np.float32)
-    out = block_reduce(data, block, func=_REDUCERS[reduce])
+        index.append(slice(0, n - n % k))
+    block = tuple(f[a] for a in spatial)
+    in_dtype = np.dtype(image.dtype)
     if reduce == "max":
-        out = out.astype(image.dtype, copy=False)
+        out_dtype, func, kw = in_dtype, np.max, None
+    elif reduce == "sum":
+        out_dtype, func = sum_dtype(in_dtype, int(np.prod(block))), np.sum
+        kw = {"dtype": out_dtype if out_dtype.kind in "iu" else np.float64}
+    else:
+        out_dtype = np.dtype(np.float64) if in_dtype == np.float64 else np.dtype(np.float32)
+        func, kw = np.mean, {"dtype": np.float64}
+
+    def one(arr: np.ndarray) -> np.ndarray:
+        res = block_reduce(arr[tuple(index)], block, func=func, func_kwargs=kw)
+        return res.astype(out_dtype, copy=False)
+
+    out = _per_spatial(image, one)
     ps = {a: image.pixel_size[a] * f[a] for a in spatial}
     return image.with_data(out, pixel_size=ps)

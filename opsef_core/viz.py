@@ -12,8 +12,9 @@ over-segmented / failed):
 - in a montage every panel of a row uses the same intensity limits
   (percentiles computed once per row).
 
-Figures are made with matplotlib's Agg canvas (no display needed) and saved
-atomically as PNG.
+Figures are made by :func:`new_figure` (matplotlib's Agg canvas, no display needed,
+no pyplot state) and saved atomically as PNG by :func:`save_figure`; the other modules
+(widgets, analysis, ranking, workflows) make and save their figures with these two.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 from .image import to_display
 
-__all__ = ["to_plane", "overlay", "montage", "depth_profile_plot", "save_figure", "label_colors"]
+__all__ = ["to_plane", "overlay", "montage", "depth_profile_plot", "new_figure", "save_figure", "label_colors"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,11 +135,29 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
-def _new_figure(figsize):
+def new_figure(figsize: tuple[float, float], *, layout: str | None = None):
+    """A matplotlib figure on its own Agg canvas: the one way opsef makes figures.
+
+    The figure is not registered with ``pyplot`` (no global state, nothing to close, no
+    memory growth in loops, works without a display); it can be saved with
+    :func:`save_figure` (or ``fig.savefig``) and a notebook shows it when it is a cell's
+    value.
+
+    Parameters
+    ----------
+    figsize : (float, float)
+        Width and height in inches.
+    layout : {None, "constrained", "tight", "compressed"}, optional
+        matplotlib layout engine; None (default) keeps matplotlib's default (no engine).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=tuple(figsize), layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -189,7 +208,7 @@ def montage(
                 settings.append(s)
     ncols = len(settings) + (1 if show_input else 0)
     nrows = max(len(rows), 1)
-    fig = _new_figure((panel_size * max(ncols, 1), panel_size * nrows + (0.4 if suptitle else 0)))
+    fig = new_figure((panel_size * max(ncols, 1), panel_size * nrows + (0.4 if suptitle else 0)))
     axes = fig.subplots(nrows, max(ncols, 1), squeeze=False)
     for r, (pipeline, (image, by_setting)) in enumerate(rows.items()):
         plane = to_plane(image, projection)
@@ -263,7 +282,7 @@ def depth_profile_plot(
     missing = [c for c in [x, *ys] + ([group] if group else []) if c not in df.columns]
     if missing:
         raise ValueError(f"columns {missing} not in the table (columns: {list(df.columns)})")
-    fig = _new_figure((4.5 * len(ys), 3.2))
+    fig = new_figure((4.5 * len(ys), 3.2))
     axes = fig.subplots(1, len(ys), squeeze=False)[0]
     groups = df.groupby(group, sort=True) if group else [(None, df)]
     for ax, col in zip(axes, ys):

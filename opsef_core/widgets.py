@@ -31,6 +31,7 @@ import numpy as np
 
 from .errors import AxesError, ConfigError, RunFolderError
 from .image import Image
+from .viz import new_figure
 
 __all__ = ["Explorer", "parameter_explorer", "grid_browser", "slice_browser", "object_filter"]
 
@@ -64,15 +65,6 @@ class Explorer:
         from IPython.display import display
 
         display(self.widget if self.widget is not None else self.figure)
-
-
-def _new_figure(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _ipywidgets(interactive: bool):
@@ -245,7 +237,7 @@ def parameter_explorer(
         is_int = all(isinstance(v, int) for v in sliders[first])
         sweep = [(first, int(round(v)) if is_int else float(v)) for v in vals]
     ncols = 2 + len(sweep)
-    fig = _new_figure((panel_size * ncols, panel_size + 0.6))
+    fig = new_figure((panel_size * ncols, panel_size + 0.6))
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     _show(axes[0], overlay(plane, None, limits=limits), f"{image.name}: input")
     _show(axes[1], overlay(plane, labels, limits=limits), title(current, labels))
@@ -354,7 +346,7 @@ def grid_browser(
         folder = Path(source)
         pngs = _run_folder_pngs(folder)
         shown = pngs[: max(int(max_static), 1)]
-        fig = _new_figure((panel_size * 2.5, panel_size * 1.6 * len(shown)))
+        fig = new_figure((panel_size * 2.5, panel_size * 1.6 * len(shown)))
         axes = fig.subplots(len(shown), 1, squeeze=False)[:, 0]
         for ax, p in zip(axes, shown):
             _show(ax, _read_png(p), p.stem)
@@ -482,7 +474,7 @@ def slice_browser(
     zs = sorted(set(np.linspace(0, nz - 1, min(max(int(n_static), 1), nz) + 2).round().astype(int)[1:-1].tolist())) \
         if nz > 2 else list(range(nz))
     zs = zs or [nz // 2]
-    fig = _new_figure((panel_size * len(zs), panel_size + 0.4))
+    fig = new_figure((panel_size * len(zs), panel_size + 0.4))
     axes = fig.subplots(1, len(zs), squeeze=False)[0]
     for ax, z in zip(axes, zs):
         n = "" if lab is None else f", n={_n_objects(lab[z])}"
@@ -627,7 +619,7 @@ def object_filter(
         ax.set_title(f"kept {state['n_kept']} of {len(table)}", fontsize=8)
 
     filtered = apply()
-    fig = _new_figure((panel_size * 2, panel_size))
+    fig = new_figure((panel_size * 2, panel_size))
     ax_sc, ax_im = fig.subplots(1, 2)
     draw_scatter(ax_sc)
     _show(ax_im, draw_overlay(filtered), f"kept (green) / removed (red)\n{_fmt({k: v for k, v in current.items()})}")

@@ -84,3 +84,38 @@ def check_outputs(folder: Path, expected: list[str]) -> dict:
         assert path.is_file() and path.stat().st_size > 0, f"{folder.name}: missing or empty {rel}"
     assert "finished" in prov, f"{folder.name}: notebook did not reach its final cell"
     return prov
+
+
+def rerun_engine_run(run_json: Path, out_root: Path, elsewhere: Path) -> Path:
+    """``opsef run RUN/run.json`` from another working directory; asserts identical label images.
+
+    Every label TIFF of the recorded run (``labels/``, ``labels_filtered/``, ``labels_working/``)
+    must exist in the new run with the same pixels.  Returns the new run folder.
+    """
+    import contextlib
+    import io as _io
+
+    import numpy as np
+    import tifffile
+
+    from opsef_core.cli import main
+
+    run_json = Path(run_json).resolve()
+    elsewhere.mkdir(parents=True, exist_ok=True)
+    cwd = os.getcwd()
+    buf = _io.StringIO()
+    try:
+        os.chdir(elsewhere)
+        with contextlib.redirect_stdout(buf):
+            rc = main(["run", str(run_json), "--out", str(out_root)])
+    finally:
+        os.chdir(cwd)
+    assert rc == 0, f"opsef run {run_json} exited {rc}"
+    new = Path(buf.getvalue().strip().splitlines()[-1])
+    old = run_json.parent
+    files = sorted(p.relative_to(old) for d in ("labels", "labels_filtered", "labels_working")
+                   for p in (old / d).glob("*.tif"))
+    assert files, f"{old}: no label images to compare"
+    for rel in files:
+        np.testing.assert_array_equal(tifffile.imread(new / rel), tifffile.imread(old / rel), err_msg=str(rel))
+    return new

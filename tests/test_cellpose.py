@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
+import opsef_core
 from opsef_core.errors import ConfigError, ModelNotFoundError, SegmentationError
 from opsef_core.evaluate import match, pool
 from opsef_core.image import Image
@@ -285,6 +286,7 @@ def test_tiny_training_gives_loadable_model(tmp_path, seg):
     assert rec["params"]["seed"] == 3 and len(rec["train_losses"]) == 2
     assert len(rec["train_names"]) == 2 and len(rec["val_names"]) == 1
     assert rec["versions"]["cellpose"] == "3.1.1.2" and rec["wall_time_s"] > 0
+    assert rec["opsef_version"] is not None and rec["opsef_version"] == opsef_core.__version__
     assert 5 < rec["diam_mean"] < 40
     with pytest.raises(ConfigError, match="exists"):
         train_cellpose(TrainingPairs(imgs, labs, names), out, n_epochs=1)

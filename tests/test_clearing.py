@@ -1,11 +1,16 @@
-"""Tests of opsef_core.clearing: depth normalisation, contrast metrics, per-depth segmentation."""
+"""Tests of opsef_core.science.clearing: depth normalisation, contrast metrics, per-depth segmentation."""
 
 import numpy as np
 import pytest
 from skimage.draw import ellipsoid
 
-from opsef_core.clearing import clearing_metrics, depth_profile, per_depth_segmentation, slice_contrast
 from opsef_core.errors import AxesError
+from opsef_core.science.clearing import (
+    clearing_metrics,
+    depth_profile,
+    per_depth_segmentation,
+    slice_contrast,
+)
 
 
 def test_bhattacharyya_cnr_identical_and_disjoint():

@@ -12,8 +12,8 @@ import pytest
 import tifffile
 from skimage.draw import disk
 
-from opsef_core.errors import AxesError, ConfigError, EmptyFolderError, InputFileError
 from opsef_core import evaluate as ev
+from opsef_core.errors import AxesError, ConfigError, EmptyFolderError, InputFileError
 
 METRICS = ("precision", "recall", "f1", "accuracy")
 
@@ -162,8 +162,9 @@ def test_bad_input_raises_our_errors():
     a = np.zeros((10, 10), np.uint8)
     with pytest.raises(AxesError):
         ev.match(a, np.zeros((10, 11), np.uint8))
-    with pytest.raises(InputFileError):
-        ev.match(a, a.astype(float))
+    with pytest.raises(InputFileError, match="predicted labels holds non-integer"):
+        ev.match(a, a + 0.5)
+    assert ev.match(a, a.astype(float)).f1 == ev.match(a, a).f1  # integral floats are labels
     with pytest.raises(ConfigError):
         ev.match(a, a, criterion="dice")
     with pytest.raises(ConfigError):

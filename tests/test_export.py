@@ -115,8 +115,8 @@ def test_bad_files(tmp_path):
         export.read_roi_zip(bad, (4, 4))
     with pytest.raises(ConfigError):
         export.write_roi_zip(tmp_path / "x.roi", np.ones((4, 4), np.uint8))
-    with pytest.raises(InputFileError):
-        export.write_roi_zip(tmp_path / "f.zip", np.ones((4, 4), np.float32))
+    with pytest.raises(InputFileError, match="non-integer"):
+        export.write_roi_zip(tmp_path / "f.zip", np.full((4, 4), 1.5, np.float32))
 
 
 def test_annotatorj_layout_and_reimport_after_editing(tmp_path, nuclei):

@@ -1,4 +1,4 @@
-"""Tests of opsef_core.fucci on synthetic nuclei with known cell-cycle phases."""
+"""Tests of opsef_core.science.fucci on synthetic nuclei with known cell-cycle phases."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +6,7 @@ import pytest
 from skimage.draw import disk
 
 from opsef_core.errors import ConfigError
-from opsef_core.fucci import (
+from opsef_core.science.fucci import (
     PHASES,
     call_phases,
     nucleus_intensities,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from nbhelpers import REPO, check_outputs, execute
+from nbhelpers import REPO, check_outputs, execute, rerun_engine_run
 
 MAIN = ["record.json", "models.json", "explore_config.json", "montages.png", "ranking.csv", "chosen.json",
         "final_config.json", "final_metrics.csv", "object_filter.png", "objects.csv", "embedding.csv",
@@ -81,3 +81,9 @@ def test_quickstart_runs_and_reruns_from_record(tmp_path):
     check_outputs(again, MAIN)
     for table in ("final_metrics.csv", "ranking.csv", "objects.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(again / table), pd.read_csv(folder / table))
+
+    # the notebook's final segmentation is an engine run: `opsef run RUN/run.json` from another
+    # folder repeats it with identical labels
+    finals = [p for p in folder.glob("*/run.json") if "final" in p.parent.name]
+    assert len(finals) == 1, sorted(folder.glob("*/run.json"))
+    rerun_engine_run(finals[0], tmp_path / "reruns", tmp_path / "elsewhere")

@@ -8,6 +8,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage import color, exposure, filters, morphology, restoration
 
+from opsef_core import reshape
 from opsef_core.errors import AxesError, ConfigError
 from opsef_core.image import Image
 from opsef_core.preprocess import apply_step, available_steps, get_step
@@ -314,6 +315,41 @@ def test_rescale_updates_pixel_size_and_values():
     up = apply_step(img, "rescale", factor={"Y": 2, "X": 2}, order=0)
     np.testing.assert_array_equal(up.data, a.repeat(2, axis=1).repeat(2, axis=2))
     assert up.pixel_size == {"Z": 2.0, "Y": 0.25, "X": 0.25}
+
+
+GEOMETRY_CASES = [
+    ("rescale", {"factor": 0.5}, lambda im: reshape.rescale(im, 0.5)),
+    ("rescale", {"factor": {"Y": 2, "X": 1.5}, "order": 3},
+     lambda im: reshape.rescale(im, {"Y": 2, "X": 1.5}, order=3)),
+    ("rescale", {"factor": 0.4, "order": 0}, lambda im: reshape.rescale(im, 0.4, order=0)),
+    ("rescale", {"factor": 0.5, "anti_aliasing": False}, lambda im: reshape.rescale(im, 0.5, anti_aliasing=False)),
+    ("bin", {"factors": 2}, lambda im: reshape.bin_image(im, 2, crop=True)),
+    ("bin", {"factors": {"Y": 3, "X": 2}, "reduce": "sum"},
+     lambda im: reshape.bin_image(im, {"Y": 3, "X": 2}, "sum", crop=True)),
+    ("bin", {"factors": 3, "reduce": "max"}, lambda im: reshape.bin_image(im, 3, "max", crop=True)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+@pytest.mark.parametrize("step,params,direct", GEOMETRY_CASES)
+def test_geometry_steps_are_the_reshape_functions(step, params, direct, dtype):
+    """One resampling code path: the steps give exactly what opsef_core.reshape gives."""
+    data = np.stack([nuclei((4, 21, 26), np.uint16, seed=s) for s in range(2)]).astype(dtype)
+    img = Image.from_array(data, "CZYX", pixel_size={"Z": 2.0, "Y": 0.3, "X": 0.3})
+    out, ref = apply_step(img, step, **params), direct(img)
+    assert out.dtype == ref.dtype and out.shape == ref.shape and out.pixel_size == ref.pixel_size
+    np.testing.assert_array_equal(out.data, ref.data)
+    if step == "rescale" or params.get("reduce") == "max":
+        assert out.dtype == np.dtype(dtype)
+
+
+def test_rescale_step_uses_an_edge_boundary():
+    from skimage.transform import resize
+
+    ramp = np.tile(np.arange(0, 100, 10, dtype=np.float32), (6, 1))
+    up = apply_step(as_image(ramp, "YX"), "rescale", factor=2).data
+    np.testing.assert_allclose(up, resize(ramp, (12, 20), order=1, mode="edge", preserve_range=True), rtol=1e-6)
+    assert up[0, 0] == 0  # a mirror boundary gives 2.5 here
 
 
 def _hed_image():

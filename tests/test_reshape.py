@@ -74,3 +74,94 @@ def test_bin_image_against_reshape_reference():
         reshape.bin_image(im, {"X": 5})
     cropped = reshape.bin_image(im, {"X": 5}, crop=True)
     assert cropped.shape == (2, 10, 12, 3)
+
+
+# ----------------------------------------------------------------------------- one resampling rule
+
+
+def test_rescale_boundary_is_edge_not_mirror():
+    from skimage.transform import resize
+
+    ramp = np.tile(np.arange(0, 100, 10, dtype=np.float32), (6, 1))  # 6 x 10, grows along X
+    im = Image.from_array(ramp, "YX", pixel_size={"Y": 1.0, "X": 1.0})
+    up = reshape.rescale(im, 2.0).data
+    np.testing.assert_allclose(up, resize(ramp, (12, 20), order=1, mode="edge", preserve_range=True,
+                                          anti_aliasing=False), rtol=1e-6)
+    # the first output column lies half a source pixel left of the border: it repeats the edge pixel,
+    # a mirror ("reflect") boundary would pull in the second column (0.25 * 10)
+    assert up[0, 0] == 0 and up[0, -1] == 90
+    mirrored = resize(ramp, (12, 20), order=1, mode="reflect", preserve_range=True, anti_aliasing=False)
+    assert mirrored[0, 0] > 0
+    # shrinking: the anti-aliasing Gaussian also extends the edge pixel
+    big = np.zeros((40, 40), np.float32)
+    big[:, :2] = 100.0  # a bright left edge
+    small = reshape.rescale(Image.from_array(big, "YX"), 0.25).data
+    np.testing.assert_allclose(small, resize(big, (10, 10), order=1, mode="edge", preserve_range=True,
+                                             anti_aliasing=True), rtol=1e-5)
+
+
+def test_rescale_dtype_rules():
+    # 32-bit integers are resampled in float64: large labels-like values stay exact
+    big = np.array([[4_000_000_001, 7], [3, 4_000_000_003]], np.uint32)
+    up = reshape.rescale(Image.from_array(big, "YX"), 2.0, order=0)
+    assert up.dtype == np.uint32
+    np.testing.assert_array_equal(up.data, big.repeat(2, 0).repeat(2, 1))
+    # float64 stays float64 (with and without preserve_dtype)
+    f64 = np.linspace(1e9, 1e9 + 1, 64).reshape(8, 8)
+    for keep in (True, False):
+        out = reshape.rescale(Image.from_array(f64, "YX"), 2.0, order=0, preserve_dtype=keep)
+        assert out.dtype == np.float64
+        np.testing.assert_array_equal(out.data, f64.repeat(2, 0).repeat(2, 1))
+    # cubic overshoot at a step edge stays within the input's range (never wrapped around)
+    step = np.zeros((8, 8), np.uint8)
+    step[:, 4:] = 255
+    cub = reshape.rescale(Image.from_array(step, "YX"), 3.0, order=3)
+    assert cub.dtype == np.uint8 and cub.data.min() == 0 and cub.data.max() == 255
+    assert (cub.data[:, :9] < 20).all()  # below 0 would wrap to ~255 in a bare cast
+    flt = reshape.rescale(Image.from_array(step, "YX"), 3.0, order=3, preserve_dtype=False).data
+    assert flt.dtype == np.float32 and flt.min() >= 0 and flt.max() <= 255
+    # booleans: values > 0.5
+    mask = np.zeros((10, 10), bool)
+    mask[2:8, 2:8] = True
+    m = reshape.rescale(Image.from_array(mask, "YX"), 0.5, order=0)
+    assert m.dtype == bool and m.data.sum() == 9
+
+
+def test_rescale_nearest_picks_input_values_and_bad_factors():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, (30, 30)).astype(np.uint16) * 1000
+    im = Image.from_array(a, "YX")
+    down = reshape.rescale(im, 0.3, order=0)  # no anti-aliasing with nearest neighbour
+    assert set(np.unique(down.data)) <= set(np.unique(a))
+    with pytest.raises(AxesError, match="leaves no pixel"):
+        reshape.rescale(im, 0.01)
+    vol = reshape.rescale(im, {"Z": 1, "Y": 0.5, "X": 0.5})  # Z named with factor 1 on a plane: fine
+    assert vol.shape == (15, 15)
+
+
+def test_rescale_and_bin_read_dask_one_array_at_a_time():
+    da = pytest.importorskip("dask.array")
+    im = _volume()
+    lazy = im.with_data(da.from_array(np.asarray(im.data), chunks=(1, 10, 12, 16)))
+    np.testing.assert_array_equal(reshape.rescale(lazy, 0.5).data, reshape.rescale(im, 0.5).data)
+    np.testing.assert_array_equal(reshape.bin_image(lazy, {"Y": 2, "X": 2}).data,
+                                  reshape.bin_image(im, {"Y": 2, "X": 2}).data)
+
+
+def test_bin_image_dtype_rules_and_errors():
+    im = _volume()  # uint16
+    assert reshape.bin_image(im, 2).pixel_size == pytest.approx({"Z": 2.0, "Y": 1.0, "X": 1.0})
+    assert reshape.bin_image(im, 2).dtype == np.float32
+    s = reshape.bin_image(im, {"Z": 2, "Y": 2, "X": 2}, "sum")
+    assert s.dtype == np.uint32  # narrowest exact sum of 8 uint16 values
+    f64 = im.with_data(np.asarray(im.data, np.float64))
+    assert reshape.bin_image(f64, 2).dtype == np.float64
+    assert reshape.bin_image(f64, 2, "sum").dtype == np.float64
+    with pytest.raises(AxesError, match="exceeds the image size"):
+        reshape.bin_image(im, {"Z": 11}, crop=True)
+    from opsef_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="positive integer"):
+        reshape.bin_image(im, {"X": 1.5})
+    with pytest.raises(ConfigError, match="reduce"):
+        reshape.bin_image(im, 2, "median")

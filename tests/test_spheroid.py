@@ -1,4 +1,4 @@
-"""Tests of opsef_core.spheroid: single-spheroid readouts and growth tables."""
+"""Tests of opsef_core.science.spheroid: single-spheroid readouts and growth tables."""
 
 import numpy as np
 import pandas as pd
@@ -6,7 +6,7 @@ import pytest
 from skimage.draw import disk, ellipse
 
 from opsef_core.errors import AxesError, ConfigError
-from opsef_core.spheroid import growth_table, largest_object, readouts
+from opsef_core.science.spheroid import growth_table, largest_object, readouts
 
 
 @pytest.mark.parametrize("radius_px, pixel_size", [(40, 0.5), (25, 1.3)])

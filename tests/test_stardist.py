@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
+import opsef_core
 from opsef_core.errors import ConfigError, InputFileError, ModelNotFoundError, SegmentationError
 from opsef_core.image import Image
 from opsef_core.segment import get_segmenter
@@ -249,6 +250,7 @@ def test_tiny_training_run_gives_a_loadable_model(tmp_path):
     assert rec["seed"] == 3 and rec["epochs_run"] == 1 and len(rec["validation"]) == 1
     assert set(rec["train"]) | set(rec["validation"]) == {"a", "b", "c"}
     assert "stardist" in rec["versions"] and rec["wall_time_s"] > 0
+    assert rec["opsef_version"] is not None and rec["opsef_version"] == opsef_core.__version__
     assert "loss" in rec["history"] and "val_loss" in rec["history"]
     # loadable through the backend by path, giving a label image of the input's shape
     image, _ = _nuclei(0)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
+import opsef_core
 from opsef_core.errors import ConfigError, ModelNotFoundError, SegmentationError
 from opsef_core.image import Image
 
@@ -128,6 +129,8 @@ def test_tiny_training_writes_loadable_model(tiny_model):
     assert len(rec["history"]) == 2 and rec["params"]["seed"] == 3
     assert all(np.isfinite(h["val_loss"]) for h in rec["history"])
     assert rec["best_val_loss"] == min(h["val_loss"] for h in rec["history"])
+    assert rec["opsef_version"] is not None and rec["opsef_version"] == opsef_core.__version__
+    assert rec["versions"]["opsef-core"] == opsef_core.__version__ and "torch" in rec["versions"]
     m = load_unet(tiny_model)
     assert all(p.dtype.is_floating_point and str(p.dtype) == "torch.float32" for p in m.net.parameters())
 
@@ -150,10 +153,10 @@ def test_3class_targets_and_class_weights():
 
 
 def test_3d_variant_forward_and_decode_shapes(tmp_path, seg):
+    import torch
+
     from opsef_core.unet.io import save_unet
     from opsef_core.unet.model import build_unet
-
-    import torch
 
     torch.manual_seed(0)
     for variant in ("3class", "distance"):

@@ -80,3 +80,35 @@ def test_depth_profile_plot(tmp_path):
     assert (tmp_path / "d.png").stat().st_size > 0
     with pytest.raises(ValueError, match="not in the table"):
         depth_profile_plot(df, y="nope")
+
+
+def test_new_figure_is_the_one_figure_factory(tmp_path):
+    import re
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from opsef_core import analysis, viz, widgets
+    from opsef_core.evaluate import ranking
+
+    before = plt.get_fignums()
+    fig = viz.new_figure((3, 2), layout="constrained")
+    assert isinstance(fig.canvas, FigureCanvasAgg) and tuple(fig.get_size_inches()) == (3, 2)
+    assert fig.get_layout_engine() is not None and viz.new_figure((3, 2)).get_layout_engine() is None
+    assert plt.get_fignums() == before  # never registered with pyplot
+    fig.add_subplot().plot([0, 1])
+    assert viz.save_figure(fig, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    # the figure-making functions of other modules go through it
+    df = pd.DataFrame({"a": np.arange(5.0), "b": np.arange(5.0) ** 2})
+    assert isinstance(analysis.scatter(df, "a", "b").canvas, FigureCanvasAgg)
+    rk = pd.DataFrame({"pipeline": ["p", "q"], "f1@0.5_mean": [0.9, 0.8], "f1@0.5_std": [0.0, 0.1],
+                       "n_images": [1, 1], "rank": [1, 2]})
+    assert isinstance(ranking.plot_ranking(rk).canvas, FigureCanvasAgg)
+    # no private copy left: only viz builds Figure objects
+    pkg = Path(viz.__file__).parent
+    offenders = [str(p.relative_to(pkg)) for p in sorted(pkg.rglob("*.py"))
+                 if p.name != "viz.py"
+                 and re.search(r"\bFigure\(|FigureCanvasAgg\(|def _new_figure", p.read_text())]
+    assert offenders == []
+    assert not hasattr(viz, "_new_figure") and not hasattr(widgets, "_new_figure")

@@ -1,6 +1,6 @@
 """Evaluation of label images against ground truth.
 
-Definitions follow ``SCIENCE.md`` of the project (and ``stardist.matching`` for instance
+Definitions follow ``docs/definitions.md#instance-matching`` (and ``stardist.matching`` for instance
 matching):
 
 * **Instance matching** — an overlap matrix between truth objects and predicted objects gives a

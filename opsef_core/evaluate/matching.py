@@ -14,8 +14,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import AxesError, ConfigError, InputFileError
-
+from ..errors import AxesError, ConfigError
+from ..measure import check_labels
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +88,6 @@ class Overlap:
         return sp.csr_matrix((data, (coo.row, coo.col)), shape=coo.shape)
 
 
-def _check_labels(a: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype == bool:
-        a = a.astype(np.uint8)
-    if not np.issubdtype(a.dtype, np.integer):
-        raise InputFileError(f"{name} must be an integer label image, got dtype {a.dtype}")
-    if a.size and a.min() < 0:
-        raise InputFileError(f"{name} holds negative labels (min {a.min()}); labels must be >= 0")
-    return a
-
-
 def _index_labels(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map labels to 0 (background) and 1..n; return (index per pixel, labels, sizes)."""
     if flat.size == 0:
@@ -141,10 +130,11 @@ def overlap_matrix(gt: np.ndarray, pred: np.ndarray) -> Overlap:
     AxesError
         When the shapes differ.
     InputFileError
-        When an array is not a non-negative integer label image.
+        When an array is not a label image (:func:`opsef_core.measure.check_labels`: integral
+        floats are accepted; fractions, NaN and negative values are not).
     """
-    gt = _check_labels(gt, "ground-truth labels")
-    pred = _check_labels(pred, "predicted labels")
+    gt = check_labels(gt, ndim=None, what="ground-truth labels")
+    pred = check_labels(pred, ndim=None, what="predicted labels")
     if gt.shape != pred.shape:
         raise AxesError(f"ground truth has shape {gt.shape} but prediction has shape {pred.shape}")
     ig, gl, gs = _index_labels(gt.ravel())

@@ -11,7 +11,6 @@ import pandas as pd
 
 from ..errors import ConfigError
 
-
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
@@ -79,9 +78,7 @@ def plot_ranking(ranking: pd.DataFrame, path: str | Path | None = None):
     -------
     matplotlib.figure.Figure
     """
-    from matplotlib.figure import Figure
-
-    from ..analysis import save_figure
+    from ..viz import new_figure, save_figure
 
     by = ranking.attrs.get("by") or next(c[:-5] for c in ranking.columns if c.endswith("_mean"))
     keys = ranking.attrs.get("group") or [
@@ -96,7 +93,7 @@ def plot_ranking(ranking: pd.DataFrame, path: str | Path | None = None):
         and ranking["segmenter"].nunique() > 1
     )
     n = len(ranking)
-    fig = Figure(figsize=(11 if heat else 7, max(2.5, 0.35 * n + 1.2)), layout="constrained")
+    fig = new_figure((11 if heat else 7, max(2.5, 0.35 * n + 1.2)), layout="constrained")
     ax = fig.add_subplot(1, 2 if heat else 1, 1)
     y = np.arange(n)
     ax.barh(y, mean, xerr=np.nan_to_num(std), color="tab:blue", alpha=0.8, capsize=3)

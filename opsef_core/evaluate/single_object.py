@@ -10,7 +10,6 @@ import numpy as np
 
 from ..errors import AxesError, ConfigError, InputFileError
 
-
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
@@ -28,7 +27,7 @@ def _isotropic_size(pixel_size) -> float:
 
 
 def _shape_readouts(mask: np.ndarray, pixel_size, diameter: str, perimeter: str) -> dict:
-    from ..spheroid import readouts
+    from ..science.spheroid import readouts
 
     r = readouts(mask, pixel_size, diameter=diameter)
     out = {k: float(r[k]) for k in ("area", "perimeter", "diameter", "volume", "circularity")}
@@ -52,9 +51,9 @@ def spheroid_metrics(
 ) -> dict:
     """Single-spheroid metrics of one 2D image (treated-spheroid study).
 
-    P = the largest predicted object (``opsef_core.spheroid.largest_object``: by pixel count; a
+    P = the largest predicted object (``opsef_core.science.spheroid.largest_object``: by pixel count; a
     boolean prediction is split into connected components first), T = the truth
-    (``gt_mask > 0``).  Readouts come from ``opsef_core.spheroid.readouts``.
+    (``gt_mask > 0``).  Readouts come from ``opsef_core.science.spheroid.readouts``.
 
     * JCD = 1 − |P∩T|/|P∪T|.
     * d = equivalent-circle diameter √(4A/π) (or mean Feret with ``diameter="feret"``);
@@ -96,7 +95,7 @@ def spheroid_metrics(
     InputFileError
         The truth mask is empty (nothing to compare with).
     """
-    from ..spheroid import largest_object
+    from ..science.spheroid import largest_object
 
     gt_mask, pred_labels = np.asarray(gt_mask), np.asarray(pred_labels)
     if gt_mask.shape != pred_labels.shape:

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError, SegmentationError
-from .data import Augmentation, TrainingPairs, augment, split_indices
+from .data import Augmentation, TrainingPairs, augment, split_indices, training_provenance
 
 __all__ = ["train_cellpose", "train_demo_cellpose", "to_cellpose_input", "WEIGHTS_NAME"]
 
@@ -77,18 +77,6 @@ def _median_diameter(labels: list[np.ndarray]) -> float:
     if not areas:
         raise SegmentationError("the training labels contain no objects")
     return float(np.sqrt(4 * np.median(areas) / np.pi))
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("cellpose", "torch", "numpy", "opsef"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -306,7 +294,7 @@ def train_cellpose(
         "n_train_images": len(train_x),
         "train_losses": [float(v) for v in train_losses],
         "val_losses": {str(i): float(test_losses[i]) for i in evaluated} if val_x is not None else {},
-        "versions": _versions(),
+        **training_provenance(("cellpose", "torch", "numpy")),
         "wall_time_s": round(time.time() - t0, 2),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import EmptyFolderError, InputFileError
+from ..errors import ConfigError, EmptyFolderError, InputFileError
+from ..io.naming import file_stem
 
 __all__ = ["TrainingPairs", "load_pairs", "split_indices", "Augmentation", "augment"]
 
@@ -25,7 +27,9 @@ class TrainingPairs:
     images : list of ndarray
         Spatial arrays (``YX`` or ``ZYX``), or ``CYX``/``CZYX`` for multichannel input.
     labels : list of ndarray
-        Integer label arrays with the images' spatial shape.
+        Integer label arrays with the images' spatial shape.  Checked on construction by
+        :func:`opsef_core.measure.check_labels` (the one label rule: integral floats become
+        int64, booleans int32; fractions, NaN and negative values are refused, naming the pair).
     names : list of str
         File stems, in the same order.
     """
@@ -34,6 +38,15 @@ class TrainingPairs:
     labels: list
     names: list
 
+    def __post_init__(self):
+        from ..measure import check_labels
+
+        if not len(self.images) == len(self.labels) == len(self.names):
+            raise ConfigError(f"{len(self.images)} images, {len(self.labels)} label images and "
+                              f"{len(self.names)} names: they must pair up")
+        self.labels = [check_labels(lab, ndim=None, source=name, what="training labels")
+                       for lab, name in zip(self.labels, self.names)]
+
     def __len__(self) -> int:
         return len(self.images)
 
@@ -41,14 +54,6 @@ class TrainingPairs:
         """Pairs at the given indices."""
         return TrainingPairs([self.images[i] for i in indices], [self.labels[i] for i in indices],
                              [self.names[i] for i in indices])
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def load_pairs(
@@ -86,10 +91,10 @@ def load_pairs(
     from ..io import read_image, read_labels
 
     image_dir, label_dir = Path(image_dir), Path(label_dir)
-    labels_by_stem = {_stem(p): p for p in Path(label_dir).glob("*.tif*")}
+    labels_by_stem = {file_stem(p): p for p in Path(label_dir).glob("*.tif*")}
     images, labels, names = [], [], []
     for path in sorted(image_dir.glob(pattern)):
-        stem = _stem(path)
+        stem = file_stem(path)
         lab_path = labels_by_stem.get(stem + label_suffix)
         if lab_path is None:
             logger.warning("%s: no label image in %s, skipped", path, label_dir)
@@ -110,6 +115,32 @@ def load_pairs(
     if not images:
         raise EmptyFolderError(f"no image matching {pattern!r} has a label file in {label_dir}", image_dir)
     return TrainingPairs(images, labels, names)
+
+
+def training_provenance(packages: Sequence[str] = ()) -> dict:
+    """The version fields every ``training.json`` carries (one helper for all trainers).
+
+    Parameters
+    ----------
+    packages : sequence of str
+        Distribution names whose installed versions are recorded besides opsef's
+        (absent ones are left out).
+
+    Returns
+    -------
+    dict
+        ``{"opsef_version": opsef_core.__version__, "versions": {"python": ..., "opsef-core": ...,
+        <package>: ...}}`` — ``opsef_version`` is the value a run record stores (never null);
+        the package versions come from :func:`opsef_core.record.package_versions`.
+    """
+    import platform
+
+    from .. import __version__
+    from ..record import package_versions
+
+    names = tuple(dict.fromkeys(("opsef-core", *packages)))
+    return {"opsef_version": __version__,
+            "versions": {"python": platform.python_version(), **package_versions(names)}}
 
 
 def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputFileError
-from .data import Augmentation, TrainingPairs, augment, split_indices
+from .data import Augmentation, TrainingPairs, augment, split_indices, training_provenance
 
 __all__ = ["train_stardist", "train_demo_stardist", "default_patch_size"]
 
@@ -52,18 +52,6 @@ def default_patch_size(shapes: Sequence[tuple], dims: int, grid: tuple, depth: i
     return tuple(out)
 
 
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("stardist", "csbdeep", "tensorflow-cpu", "tensorflow", "keras", "numpy", "opsef"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def _check_pairs(pairs: TrainingPairs, dims: int) -> None:
     if len(pairs) == 0:
         raise ConfigError("no training pairs")
@@ -73,8 +61,6 @@ def _check_pairs(pairs: TrainingPairs, dims: int) -> None:
                                  f"{name!r} has shape {np.shape(img)}", name)
         if np.shape(lab) != np.shape(img):
             raise InputFileError(f"labels {np.shape(lab)} and image {np.shape(img)} differ in shape", name)
-        if not np.issubdtype(np.asarray(lab).dtype, np.integer):
-            raise InputFileError(f"labels must be integers, got {np.asarray(lab).dtype}", name)
 
 
 def train_stardist(
@@ -260,7 +246,7 @@ def train_stardist(
             "validation_f1@0.5": float(val_stats.f1),
             "validation_matching@0.5": {k: float(getattr(val_stats, k)) for k in
                                         ("tp", "fp", "fn", "precision", "recall", "f1", "mean_true_score")},
-            "versions": _versions(),
+            **training_provenance(("stardist", "csbdeep", "tensorflow-cpu", "tensorflow", "keras", "numpy")),
             "wall_time_s": round(time.perf_counter() - t0, 2),
         }
         (work / "training.json").write_text(json.dumps(record, indent=2))

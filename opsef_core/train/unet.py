@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..io.atomic import atomic_write
-from .data import Augmentation, TrainingPairs, augment, split_indices
+from .data import Augmentation, TrainingPairs, augment, split_indices, training_provenance
 
 __all__ = ["train_unet", "train_demo_unet", "train_demo_unet3d", "make_targets", "class_weights"]
 
@@ -89,18 +88,6 @@ def class_weights(targets: list[np.ndarray], n_classes: int = 3, cap: float = 10
     w = counts.sum() / np.maximum(counts, 1.0) / n_classes
     w = np.minimum(w / w.mean(), cap)
     return (w / w.mean()).astype(np.float32)
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("opsef-core", "torch", "numpy", "scikit-image", "scipy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def _random_patch(img, tgt, patch, rng):
@@ -307,7 +294,7 @@ def train_unet(
         "stopped_by": stopped,
         "wall_time_s": round(wall, 2),
         "n_parameters": count_parameters(net),
-        "versions": _versions(),
+        **training_provenance(("torch", "numpy", "scikit-image", "scipy")),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     config = {"format": "opsef-unet", "format_version": 1, "variant": variant, "dims": dims,

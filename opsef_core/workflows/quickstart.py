@@ -1,6 +1,6 @@
 """Workflow behind ``notebooks/00_quickstart``: explore a grid, pick the best, run it, look at objects.
 
-The OpSeF way of working (``SCIENCE.md``, "OpSeF conventions"): try a few
+The OpSeF way of working (``docs/definitions.md#opsef-conventions``): try a few
 conceptually different preprocessing pipelines with several models on a couple
 of images, look at the montage, rank the combinations against ground truth,
 then run the chosen combination on the whole folder and study the objects.
@@ -385,8 +385,8 @@ def item_view(run_dir: str | Path, image: str | None = None):
         The image's rows of ``measurements.csv``, its label image and the input image.
     """
     from .. import io
-    from ..run import load_input
     from ..config import load_config
+    from ..run import load_input
 
     run_dir = Path(run_dir)
     summary = _read_csv(run_dir, "summary.csv")
@@ -502,11 +502,10 @@ def plot_embedding(embedding: pd.DataFrame):
     -------
     matplotlib.figure.Figure
     """
-    from matplotlib.figure import Figure
-
     from .. import analysis
+    from ..viz import new_figure
 
-    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    fig = new_figure((10, 4.2), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     df = embedding.assign(cluster=embedding["cluster"].astype(str))
     analysis.scatter(df, "PC1", "PC2", color_by="cluster", ax=ax1)

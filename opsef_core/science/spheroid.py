@@ -1,6 +1,6 @@
 """Single-spheroid readouts (treated-spheroid study): area, perimeter, diameter, volume, circularity.
 
-Definitions (``SCIENCE.md``, "Single-spheroid metrics"):
+Definitions (``docs/definitions.md#spheroid-readouts``):
 
 * diameter ``d`` = equivalent-circle diameter ``sqrt(4 A / pi)`` (default) or
   the mean Feret (caliper) diameter, computed by Cauchy's formula as the
@@ -23,8 +23,8 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import AxesError, ConfigError
-from .measure import _spacing, check_labels, perimeter_2d
+from ..errors import AxesError, ConfigError
+from ..measure import _spacing, check_labels, perimeter_2d
 
 __all__ = ["largest_object", "readouts", "growth_table"]
 

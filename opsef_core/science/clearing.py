@@ -1,4 +1,4 @@
-"""Clearing quality along depth (clearing study; ``SCIENCE.md``, "Clearing quality along depth").
+"""Clearing quality along depth (clearing study; ``docs/definitions.md#clearing-quality-along-depth``).
 
 * :func:`depth_profile` — depth normalisation: the spheroid's diameter in each
   z slice, measured in the binarised maximum projection along Y (an x–z view);
@@ -22,8 +22,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .errors import AxesError, ConfigError
-from .measure import _spacing, check_labels
+from ..errors import AxesError, ConfigError
+from ..measure import _spacing, check_labels
 
 __all__ = ["depth_profile", "slice_contrast", "clearing_metrics", "per_depth_segmentation", "to_8bit"]
 
@@ -211,7 +211,7 @@ def clearing_metrics(
     DataFrame
         The :func:`depth_profile` columns plus, per slice, the
         :func:`slice_contrast` values computed on the patch (I_max = stack maximum; so
-        ``mean_norm`` is the patch mean / I_max, as SCIENCE.md's "per slice, on a patch"),
+        ``mean_norm`` is the patch mean / I_max, see ``docs/definitions.md#clearing-quality-along-depth``),
         ``mean_norm_slice`` (the whole slice's mean / I_max, the same when ``patch_size`` is
         None), ``signal_source`` and the patch bounds ``patch_y0, patch_y1, patch_x0, patch_x1``.
     """
@@ -274,7 +274,7 @@ def per_depth_segmentation(gt_labels_3d, pred_labels_3d) -> pd.DataFrame:
     pr = check_labels(pred_labels_3d, ndim=(3,), what="predicted labels")
     if gt.shape != pr.shape:
         raise AxesError(f"truth labels {gt.shape} and predicted labels {pr.shape} differ in shape")
-    from .evaluate import aji  # lazy: keeps this module importable on its own
+    from ..evaluate import aji  # lazy: keeps this module importable on its own
 
     rows = []
     for z in range(gt.shape[0]):

@@ -1,4 +1,4 @@
-"""FUCCI cell-cycle phase calls (``SCIENCE.md``, "FUCCI cell-cycle phase").
+"""FUCCI cell-cycle phase calls (``docs/definitions.md#fucci-phase-calls``).
 
 Per nucleus: background-corrected mean red (Cdt1, G1) and green (Geminin,
 S/G2/M) intensities, each normalised by a high percentile over nuclei; then
@@ -27,8 +27,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .errors import AxesError, ConfigError
-from .measure import _spacing, check_labels
+from ..errors import AxesError, ConfigError
+from ..measure import _spacing, check_labels
 
 __all__ = ["PHASES", "nucleus_intensities", "call_phases", "phase_fractions", "radial_distribution",
            "phase_accuracy", "otsu_exact"]
