@@ -52,15 +52,18 @@ def test_write_labels_above_65535_is_uint32_hyperstack(tmp_path):
 
 
 def test_write_labels_rejects_bad_input(tmp_path):
-    with pytest.raises(InputFileError, match="bad.tif: labels must be integers"):
+    with pytest.raises(InputFileError, match="bad.tif: labels holds non-integer values"):
         io.write_labels(tmp_path / "bad.tif", np.full((4, 4), 0.5))
-    with pytest.raises(InputFileError, match="non-negative"):
+    # the one label rule: whole-number floats are labels (written as integers)
+    io.write_labels(tmp_path / "float" / "f.tif", np.full((4, 4), 3.0))
+    assert io.read_labels(tmp_path / "float" / "f.tif").dtype == np.uint16
+    with pytest.raises(InputFileError, match="negative"):
         io.write_labels(tmp_path / "neg.tif", -np.ones((4, 4), np.int32))
     with pytest.raises(AxesError, match="give axes="):
         io.write_labels(tmp_path / "4d.tif", np.zeros((2, 2, 4, 4), np.uint8))
     with pytest.raises(AxesError, match="2 pixel sizes given for spatial axes ZYX"):
         io.write_labels(tmp_path / "ps.tif", np.zeros((2, 4, 4), np.uint8), pixel_size=(1, 1))
-    assert not list(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == ["float"]
     p = io.write_labels(tmp_path / "t.tif", np.ones((2, 4, 5), np.uint8), axes="TYX")
     assert io.read_image(p).axes == "TYX"
 

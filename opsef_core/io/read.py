@@ -104,8 +104,9 @@ def list_scenes(path: str | Path) -> list[dict]:
 def read_labels(path: str | Path, scene: int | str | None = None, axes: str | None = None) -> np.ndarray:
     """Read a label image as an integer (Z)YX array.
 
-    Float files (e.g. 32-bit masks saved by ImageJ) are accepted when every
-    value is a non-negative integer; they are returned as ``uint32``.
+    The values follow opsef's one label rule (:func:`opsef_core.measure.check_labels`): integer
+    and boolean files, and float files (e.g. 32-bit masks saved by ImageJ) whose every value is
+    a whole number >= 0.  Returned as ``uint16`` (``uint32`` above 65535; ``uint8`` for booleans).
 
     Raises
     ------
@@ -120,17 +121,12 @@ def read_labels(path: str | Path, scene: int | str | None = None, axes: str | No
             raise InputFileError(
                 f"a label image must be (Z)YX, but this file has {image.size(axis)} along {axis} "
                 f"(axes {image.axes})", path)
+    from ..measure import check_labels
+
     data = np.asarray(image.sel(t=0, c=0).data)
     if data.dtype == bool:
         return data.astype(np.uint8)
-    if data.dtype.kind == "f":
-        if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
-            raise InputFileError("label image holds non-integer values; is it an intensity image?", path)
-        data = data.astype(np.int64)
-    if data.dtype.kind not in "iu":
-        raise InputFileError(f"label image has unsupported dtype {data.dtype}", path)
+    data = check_labels(data, ndim=None, source=path)
     if data.dtype.kind == "i":
-        if data.size and data.min() < 0:
-            raise InputFileError("label image holds negative values", path)
         data = data.astype(np.uint32 if data.size == 0 or data.max() > 65535 else np.uint16)
     return data

@@ -107,11 +107,9 @@ def write_labels(path: str | Path, labels: np.ndarray, pixel_size: dict | Sequen
     import tifffile
 
     path = Path(path)
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        labels = labels.astype(np.uint8)
-    if labels.dtype.kind not in "iu":
-        raise InputFileError(f"labels must be integers, got dtype {labels.dtype}", path)
+    from ..measure import check_labels
+
+    labels = check_labels(labels, ndim=None, source=path, what="labels")
     if axes is None:
         if labels.ndim not in (2, 3):
             raise AxesError(f"give axes= for {labels.ndim}-D labels (2-D is YX, 3-D is ZYX)", path)

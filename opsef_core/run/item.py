@@ -150,6 +150,7 @@ class CombinationResult:
     t_decode_s: float | None = None
     network_reused: bool | None = None
     labels_path: str | None = None
+    labels_filtered_path: str | None = None
     labels_working_path: str | None = None
     working_shape: str | None = None
     scored: bool = False
@@ -169,7 +170,8 @@ class CombinationResult:
                 "n_objects_filtered": self.n_objects_filtered, "t_preprocess_s": self.t_preprocess_s,
                 "t_network_s": self.t_network_s, "t_decode_s": self.t_decode_s,
                 "network_reused": self.network_reused, "labels": self.labels_path,
-                "working_shape": self.working_shape, "labels_working": self.labels_working_path,
+                "labels_filtered": self.labels_filtered_path, "working_shape": self.working_shape,
+                "labels_working": self.labels_working_path, "ground_truth": self.item.ground_truth,
                 "scored": self.scored, **self.extra}
 
 
@@ -469,8 +471,8 @@ def _write_combination(ctx: _ItemContext, res: CombinationResult, pre, display: 
     final, table, classes = labels, None, None
     if config.postprocess is not None:
         final, table = _postprocess(ctx, labels, meas_image)
-        io.write_labels(ctx.run_dir / "labels_filtered" / f"{res.name}.tif", final, pixel_size=grid_ps,
-                        axes=kept_axes)
+        res.labels_filtered_path = f"labels_filtered/{res.name}.tif"
+        io.write_labels(ctx.run_dir / res.labels_filtered_path, final, pixel_size=grid_ps, axes=kept_axes)
         res.n_objects_filtered = _n_objects(final)
         if table is not None and "class" in getattr(table, "columns", ()):
             classes = table[[k for k in ("label", "class", "class_fraction") if k in table.columns]]
