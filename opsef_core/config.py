@@ -69,6 +69,10 @@ class InputsConfig(_Strict):
         every time point.  Each (file, series, time point) is one run item.
     z_range : [start, stop], optional
         Sub-stack of z planes (stop exclusive).
+    crop : dict, optional
+        A window of every item, ``{"Y": [start, stop], "X": [start, stop]}`` in pixels (stop
+        exclusive), applied to the image and its ground truth alike: explore a grid on part of a
+        large image.  A window outside an image is an error for that item.
     axes : str, optional
         Axes of the files, overriding their metadata (e.g. ``"ZYX"``).
     pixel_size : dict, optional
@@ -89,6 +93,7 @@ class InputsConfig(_Strict):
     scenes: list[int | str] | None = Field(default=None, min_length=1)
     z_range: tuple[int, int] | None = None
     time_points: list[int] | None = Field(default=None, min_length=1)
+    crop: dict[str, tuple[int, int]] | None = None
     axes: str | None = None
     pixel_size: dict[str, float] | None = None
     ground_truth: str | None = None
@@ -129,6 +134,20 @@ class InputsConfig(_Strict):
             if not val > 0:
                 raise ValueError(f"pixel_size[{k}] must be positive, got {val}")
             out[k.upper()] = float(val)
+        return out
+
+    @field_validator("crop")
+    @classmethod
+    def _check_crop(cls, v):
+        if v is None:
+            return v
+        out = {}
+        for k, (a, b) in v.items():
+            if k.upper() not in ("Y", "X"):
+                raise ValueError(f"crop keys must be Y or X (use z_range for Z), got {k!r}")
+            if not 0 <= a < b:
+                raise ValueError(f"crop[{k}] must be [start, stop] with 0 <= start < stop, got {[a, b]}")
+            out[k.upper()] = (int(a), int(b))
         return out
 
     @field_validator("z_range")

@@ -260,3 +260,23 @@ def test_slices_mode_segments_a_stack_plane_by_plane_with_one_pass_per_plane(tmp
         for z in range(stack.shape[0]):  # each plane equals the backend's own 2D result
             ref = seg.segment(Image.from_array(stack[z], "YX"), {"sigma": 1.0, "min_size": 5, "h": h})
             assert evaluate.match(ref, labels[z], threshold=0.99).f1 == 1.0
+
+
+def test_crop_window_applies_to_image_and_ground_truth(tmp_path):
+    window = {"Y": [32, 160], "X": [64, 224]}
+    cfg = config_from_dict({
+        "inputs": {"path": str(NUCLEI / "images"), "ground_truth": str(NUCLEI / "labels"), "limit": 1,
+                   "crop": window},
+        "pipelines": [{"name": "raw", "steps": []}],
+        "segmenters": [{"name": "classical", "backend": "classical", "params": {"min_size": 5}}],
+        "outputs": {"montage": False, "overlays": False}})
+    run = execute(cfg, out=tmp_path / "runs", progress=False)
+    row = pd.read_csv(run / "summary.csv").iloc[0]
+    labels = tifffile.imread(run / row["labels"])
+    assert labels.shape == (128, 160)
+    gt = tifffile.imread(NUCLEI / "labels" / f"{row['image']}.tif")[32:160, 64:224]
+    f1 = pd.read_csv(run / "metrics.csv")["f1@0.5"].item()
+    assert f1 == pytest.approx(evaluate.match(gt, labels, threshold=0.5).f1) and f1 > 0.5
+    bad = cfg.copy_with(**{"inputs.crop": {"Y": [0, 10_000]}})
+    summary = pd.read_csv(execute(bad, out=tmp_path / "runs", progress=False) / "summary.csv")
+    assert (summary["status"] == "failed").all() and "exceeds the image's 256 pixels" in summary["error"].iloc[0]

@@ -78,12 +78,41 @@ def load_input(config: RunConfig, item: Item | str | Path):
         if "Z" not in img.axes:
             raise AxesError(f"z_range={list(inp.z_range)} requested but the image has no Z axis", item.path)
         img = img.sel(z=slice(*inp.z_range))
+    if inp.crop:
+        img = _crop(img, inp.crop, item.path)
     import dask
 
     # read the selected planes here, in this process (on a dask worker the default scheduler
     # would be the cluster's, which cannot ship the open file)
     with dask.config.set(scheduler="synchronous"):
         return replace(img.compute(), metadata=meta)
+
+
+def _window(shape: dict, crop: dict, source) -> dict:
+    """Slices of ``inputs.crop`` per axis, checked against the axes' sizes."""
+    out = {}
+    for axis, (a, b) in crop.items():
+        if axis not in shape:
+            raise AxesError(f"inputs.crop names axis {axis}, which the image lacks", source)
+        if b > shape[axis]:
+            raise AxesError(f"inputs.crop {axis} [{a}, {b}] exceeds the image's {shape[axis]} pixels", source)
+        out[axis] = slice(a, b)
+    return out
+
+
+def _crop(image, crop: dict, source):
+    """The ``inputs.crop`` window of an image (pixel sizes unchanged)."""
+    window = _window(image.sizes, crop, source)
+    index = tuple(window.get(a, slice(None)) for a in image.axes)
+    return image.with_data(image.data[index])
+
+
+def crop_labels(labels: np.ndarray, axes: str, crop: dict | None, source) -> np.ndarray:
+    """The same ``inputs.crop`` window of a label image with spatial ``axes``."""
+    if not crop:
+        return labels
+    window = _window(dict(zip(axes, labels.shape)), crop, source)
+    return labels[tuple(window.get(a, slice(None)) for a in axes)]
 
 
 def _display_plane(image) -> np.ndarray:
@@ -245,6 +274,7 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
             z_range = config.inputs.z_range
             if z_range is not None and gt.ndim == 3 and "Z" in image.axes and gt.shape[0] > image.size("Z"):
                 gt = gt[slice(*z_range)]  # the same sub-stack as the image
+            gt = crop_labels(gt, "ZYX"[-gt.ndim:], config.inputs.crop, item.ground_truth)
         except OpsefError as exc:
             logger.warning("ground truth unusable: %s", exc)
             item_error = f"ground truth: {exc}"
