@@ -1,4 +1,4 @@
-"""Background subtraction: ``subtract_constant``, ``rolling_ball``, ``tophat``.
+"""Background subtraction: ``subtract_constant``, ``rolling_ball``, ``tophat``, ``subtract_tophat``.
 
 All keep the input's dtype (integer results rounded and clipped to the dtype's
 range, so unsigned results never go below 0).
@@ -21,6 +21,8 @@ __all__ = [
     "subtract_constant",
     "rolling_ball",
     "tophat",
+    "SubtractTophatParams",
+    "subtract_tophat",
 ]
 
 
@@ -92,3 +94,29 @@ def tophat(arr: np.ndarray, p: TophatParams, spacing: tuple) -> np.ndarray:
     from skimage.morphology import white_tophat
 
     return white_tophat(arr, footprint(p.radius, spacing, p.footprint, p.anisotropic))
+
+
+class SubtractTophatParams(StepParams):
+    """Parameters of ``subtract_tophat``."""
+
+    radius: int = Field(1, ge=1, le=200, description="structuring element radius in X pixels")
+    footprint: Literal["disk", "square"] = Field("disk", description="disk (ball in 3D) or square (cube)")
+    anisotropic: bool = Field(False, description="scale the radius along Z/Y by the pixel size (3D)")
+
+
+@register_step("subtract_tophat", SubtractTophatParams, "2d3d", headline=("radius",), abbrev={"radius": "r"})
+@spatial_step()
+def subtract_tophat(arr: np.ndarray, p: SubtractTophatParams, spacing: tuple) -> np.ndarray:
+    """Remove bright specks smaller than the element: the image minus its white top-hat, at least 0 (2D/3D).
+
+    The white top-hat of a small disk/ball *is* the bright structures the element does not fit
+    into (e.g. 2×2×2 artefacts for radius 1); it is subtracted and negative results set to 0.
+    Float data are computed in their own dtype (``clip(a - white_tophat(a), 0)``), integer
+    data in float64, rounded and clipped to the dtype; keeps dtype.
+    """
+    from skimage.morphology import white_tophat
+
+    fp = footprint(p.radius, spacing, p.footprint, p.anisotropic)
+    if np.issubdtype(arr.dtype, np.floating):
+        return np.clip(arr - white_tophat(arr, fp), 0, None)
+    return cast_like(np.clip(arr.astype(np.float64) - white_tophat(arr, fp), 0, None), arr.dtype)

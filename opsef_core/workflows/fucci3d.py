@@ -1,40 +1,56 @@
 """Workflow behind ``notebooks/fucci_3d``: 3D nuclei, FUCCI phase calls, 3D measurements.
 
-The science is in :mod:`opsef_core.fucci` (``SCIENCE.md``, "FUCCI cell-cycle
-phase"); this module strings it together for data laid out as
+The science is in :mod:`opsef_core.science.fucci`
+(``docs/definitions.md#fucci-phase-calls``); this module strings it together for data laid out as
 ``DATA/images/<name>.tif`` (``CZYX``: nuclear stain, red, green),
 ``DATA/labels/<name>.tif`` (3D truth nuclei, optional) and
-``DATA/phases/<name>.csv`` (columns ``label,phase``, optional):
+``DATA/phases/<name>.csv`` (columns ``label,phase``, optional).
+
+The segmentation is an ordinary run of the run engine (``docs/architecture.md``, "One spine"):
 
 * :func:`load_fucci` — the image, truth labels and truth phases;
-* :func:`preprocess` — the study's chain with :mod:`opsef_core.preprocess` steps
-  (values below a small threshold set to zero, gamma, CLAHE, median) followed by
-  white top-hat artefact suppression (the top-hat of a small ball *is* the small
-  bright artefacts; it is subtracted); :func:`before_after_figure` shows it;
-* :func:`segment_models` / :func:`score_models` — several 3D segmenters, scored
-  against the truth (F1@0.5, AJI);
+* :func:`fucci_pipeline` — the study's chain with :mod:`opsef_core.preprocess` steps
+  (values below a small threshold set to zero, gamma, CLAHE, median, then the white top-hat
+  artefact suppression ``subtract_tophat``: the top-hat of a small ball *is* the small bright
+  artefacts; it is subtracted); :func:`preprocess` applies it for display (and returns what the
+  top-hat removed), :func:`before_after_figure` shows it;
+* :func:`run_config` — the run config (a plain dict, the schema of ``configs/demo.json``): the
+  pipeline, the models compared (each segmenting the nuclear channel through its own ``channel``
+  parameter, so ``measurements.csv`` keeps every channel's intensities), ground truth when
+  there is some; :func:`run_fucci` executes it with :func:`opsef_core.run.execute` (models that
+  cannot be found are left out and listed);
+* :func:`segmentation_table`, :func:`scores_from_run`, :func:`run_labels`,
+  :func:`shape_table` — read the run folder (``summary.csv``, ``metrics.csv``, ``labels/``,
+  ``measurements.csv``); :func:`score_models` scores label images held in memory;
 * :func:`phase_table` / :func:`truth_phase_table` — per-nucleus red/green and
-  phase calls with recorded thresholds; :func:`phase_scatter` plots them.
+  phase calls with recorded thresholds (on the run's labels); :func:`phase_scatter` plots them.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-import time
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from ..errors import ConfigError, EmptyFolderError, InputFileError
+from ..errors import ConfigError, EmptyFolderError, InputFileError, RunFolderError
 
 __all__ = [
+    "CHANNELS",
     "load_fucci",
     "fucci_pipeline",
     "preprocess",
     "before_after_figure",
-    "segment_models",
+    "run_config",
+    "run_fucci",
+    "segmentation_table",
+    "scores_from_run",
+    "run_labels",
+    "run_image",
+    "shape_table",
     "score_models",
     "labels_figure",
     "busiest_slice",
@@ -48,9 +64,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: default channel names: nuclear stain, red (Cdt1), green (Geminin)
+CHANNELS = ("hoechst", "cdt1_red", "geminin_green")
+#: shape columns of ``measurements.csv`` joined to the phase table (µm, µm³)
+SHAPE_COLUMNS = ("volume", "equivalent_diameter", "sphericity", "surface_area")
+
 
 # ----------------------------------------------------------------------------- loading
-def load_fucci(data_dir, name: str | None = None, channels=("hoechst", "cdt1_red", "geminin_green")) -> dict:
+def load_fucci(data_dir, name: str | None = None, channels: Sequence[str] = CHANNELS) -> dict:
     """Read one FUCCI stack with its truth labels and phases.
 
     Parameters
@@ -110,16 +131,20 @@ def load_fucci(data_dir, name: str | None = None, channels=("hoechst", "cdt1_red
 
 # ----------------------------------------------------------------------------- preprocessing
 def fucci_pipeline(zero_below: float = 0.0, gamma: float = 1.0, clahe_clip: float = 0.01,
-                   clahe_kernel: int | None = None, median_radius: int = 1):
+                   clahe_kernel: int | None = None, median_radius: int = 1, artefact_radius: int = 0,
+                   name: str = "fucci3d"):
     """The study's preprocessing chain as an :class:`opsef_core.preprocess.Pipeline`.
 
     Steps: ``clip`` (``zero_below``: values below ``zero_below`` become 0),
-    ``gamma``, ``clahe`` (3D on a stack), ``median`` (ball of ``median_radius``).
-    A zero ``zero_below`` or ``median_radius`` leaves that step out.
+    ``gamma``, ``clahe`` (3D on a stack), ``median`` (ball of ``median_radius``),
+    ``subtract_tophat`` (ball of ``artefact_radius``: bright structures that the
+    ball does not fit into, the 2×2×2 artefacts for radius 1, are removed).
+    A zero ``zero_below``, ``median_radius`` or ``artefact_radius`` leaves that step out.
 
     Returns
     -------
     Pipeline
+        ``pipeline.to_dict()`` is the ``pipelines`` entry of the run config.
     """
     from ..preprocess import Pipeline
 
@@ -130,45 +155,57 @@ def fucci_pipeline(zero_below: float = 0.0, gamma: float = 1.0, clahe_clip: floa
     steps.append({"name": "clahe", "params": {"clip_limit": float(clahe_clip), "kernel_size": clahe_kernel}})
     if median_radius > 0:
         steps.append({"name": "median", "params": {"radius": int(median_radius)}})
-    return Pipeline("fucci3d", steps)
+    if artefact_radius > 0:
+        steps.append({"name": "subtract_tophat", "params": {"radius": int(artefact_radius)}})
+    return Pipeline(name, steps)
 
 
-def preprocess(image, pipeline, artefact_radius: int = 1):
-    """Apply ``pipeline``, then subtract the white top-hat of a small ball (artefact suppression).
+def _as_pipeline(pipeline):
+    from ..preprocess import Pipeline
+
+    if isinstance(pipeline, Pipeline):
+        return pipeline
+    if isinstance(pipeline, dict):
+        return Pipeline.from_dict(pipeline)
+    raise ConfigError(f"pipeline must be a Pipeline or a {{'name', 'steps'}} dict, got {pipeline!r}")
+
+
+def preprocess(image, pipeline):
+    """Apply ``pipeline`` as the run does (for display), with what its artefact step removed.
 
     Parameters
     ----------
     image : Image
         ``CZYX`` stack.
-    pipeline : Pipeline
-        From :func:`fucci_pipeline` (applied to every channel).
-    artefact_radius : int
-        Ball radius of the white top-hat: bright structures that a ball of this
-        radius does not fit into (the 2×2×2 artefacts for radius 1) are removed.
-        0 skips the step.
+    pipeline : Pipeline or dict
+        From :func:`fucci_pipeline` (or the run config's ``pipelines`` entry); applied to
+        every channel.
 
     Returns
     -------
     (Image, Image)
-        The processed image and the removed artefact map (zeros when skipped).
+        The processed image (what the segmenters of the run see) and the removed artefact
+        map: the image before the last ``subtract_tophat`` step minus the processed image
+        (zeros without that step).
     """
     from ..image import Image
-    from ..preprocess.pipeline import apply_step
+    from ..preprocess import Pipeline
 
+    pipeline = _as_pipeline(pipeline)
+    spec = pipeline.to_dict()
+    steps = spec["steps"]
+    last = max((i for i, s in enumerate(steps) if s["name"] == "subtract_tophat"), default=None)
     proc = pipeline.apply(image)
     data = np.asarray(proc.data, np.float32)
-    if artefact_radius > 0:
-        art = np.asarray(apply_step(proc, "tophat", radius=int(artefact_radius)).data, np.float32)
-    else:
+    if last is None:
         art = np.zeros_like(data)
-    clean = np.clip(data - art, 0, None)
-
-    def wrap(a, suffix):
-        return Image.from_array(a, proc.axes, pixel_size=dict(proc.pixel_size),
-                                channel_names=list(proc.channel_names), source=image.source,
-                                name=f"{image.name}{suffix}")
-
-    return wrap(clean, ""), wrap(art, "_artefacts")
+    else:
+        before = Pipeline(spec["name"], steps[:last]).apply(image)
+        art = np.clip(np.asarray(before.data, np.float32) - data, 0, None)
+    removed = Image.from_array(art, proc.axes, pixel_size=dict(proc.pixel_size),
+                               channel_names=list(proc.channel_names), source=image.source,
+                               name=f"{image.name}_artefacts")
+    return proc, removed
 
 
 def busiest_slice(labels_or_none, nz: int) -> int:
@@ -188,14 +225,14 @@ def before_after_figure(raw, processed, artefacts=None, z: int | None = None):
     ncol = 3 if artefacts is not None else 2
     fig, axes = plt.subplots(len(names), ncol, figsize=(3 * ncol, 3 * len(names)), squeeze=False)
     for i, ch in enumerate(names):
-        a = raw.spatial(c=i)[z]
-        b = processed.spatial(c=i)[z]
+        a = np.asarray(raw.spatial(c=i)[z])
+        b = np.asarray(processed.spatial(c=i)[z])
         axes[i][0].imshow(a, cmap="gray", vmin=np.percentile(a, 1), vmax=np.percentile(a, 99.8))
         axes[i][1].imshow(b, cmap="gray", vmin=np.percentile(b, 1), vmax=np.percentile(b, 99.8))
         axes[i][0].set_title(f"{ch}: raw z={z}", fontsize=8)
         axes[i][1].set_title(f"{ch}: processed", fontsize=8)
         if artefacts is not None:
-            axes[i][2].imshow(artefacts.spatial(c=i).max(axis=0), cmap="magma")
+            axes[i][2].imshow(np.asarray(artefacts.spatial(c=i)).max(axis=0), cmap="magma")
             axes[i][2].set_title(f"{ch}: removed (top-hat, max proj.)", fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
@@ -203,60 +240,228 @@ def before_after_figure(raw, processed, artefacts=None, z: int | None = None):
     return fig
 
 
-# ----------------------------------------------------------------------------- segmentation
-def segment_models(image, models: dict, channel) -> tuple[dict, pd.DataFrame]:
-    """Segment the nuclear channel of a ``CZYX`` image with several models.
+# ----------------------------------------------------------------------------- the run
+def _image_patterns(image_name: str | None) -> list[str]:
+    if image_name is None:
+        return ["*.tif", "*.tiff"]
+    if Path(image_name).suffix.lower() in (".tif", ".tiff"):
+        return [str(image_name)]
+    return [f"{image_name}.tif", f"{image_name}.tiff", f"{image_name}.ome.tif"]
+
+
+def run_config(data_dir: str | Path, models: Sequence[dict], pipeline, channels: Sequence[str] = CHANNELS,
+               image_name: str | None = None, ground_truth: bool | None = None,
+               base_dir: str | Path | None = None, name: str = "fucci_3d", seed: int = 0) -> dict:
+    """The run config of the FUCCI study: one pipeline × the models compared, on the nuclear channel.
 
     Parameters
     ----------
-    image : Image
-        ``CZYX`` (preprocessed) stack.
-    models : dict
-        ``{name: {"backend": str, "params": dict}}``; ``channel`` is added to
-        ``params``.  A model that cannot be found is skipped (warning; listed in
-        the returned table with ``status = "missing"``).  Several names may
-        share one backend and model but differ in decoding (e.g. the U-Net with
-        ``instances`` ``watershed`` vs ``connected_components``): the network
-        pass is then run once.
-    channel : int or str
-        The nuclear channel.
+    data_dir : path
+        Folder with ``images/`` (and ``labels/`` for scoring); written into the config as given
+        (relative paths resolve against ``base_dir`` when the config runs, against the config
+        file's folder when it is saved and run with ``opsef run``).
+    models : list of dict
+        Segmenter entries ``{"name", "backend", "params", "sweep"}`` (``sweep`` optional).  The
+        nuclear channel is set as each backend's ``channel`` parameter unless the entry sets
+        one; ``inputs.channel`` stays unset, so the run measures every channel.
+    pipeline : Pipeline or dict
+        From :func:`fucci_pipeline`.
+    channels : (str, str, str)
+        Nuclear, red and green channel names; the nuclear one is segmented.
+    image_name : str, optional
+        Only this image of ``images/`` (file stem or name); default every image.
+    ground_truth : bool, optional
+        Score against ``labels/``; default: when ``base_dir/data_dir/labels`` exists.
+    base_dir : path, optional
+        Folder ``data_dir`` is relative to (default the working directory), only to look for
+        ``labels/``.
+    name, seed : optional
+        Config name (the run folder's stem) and seed.
 
     Returns
     -------
-    (dict, DataFrame)
-        ``{name: ZYX labels}`` and a table ``model, backend, status, seconds, n_objects, message``.
-    """
-    from ..errors import ModelNotFoundError
-    from ..segment import get_segmenter
+    dict
+        ``schema_version, name, description, inputs, pipelines, segmenters, outputs,
+        evaluation, seed``.
 
-    if not isinstance(models, dict) or not models:
-        raise ConfigError("models must be a non-empty dict {name: {'backend': ..., 'params': {...}}}")
-    results, rows, cache = {}, [], {}
-    for name, spec in tqdm(models.items(), desc="3D segmentation", leave=False):
-        if not isinstance(spec, dict) or "backend" not in spec or set(spec) - {"backend", "params"}:
-            raise ConfigError(f"model {name!r}: give {{'backend': str, 'params': dict}}, got {spec!r}")
-        seg = get_segmenter(spec["backend"])
-        p = seg.params({**(spec.get("params") or {}), "channel": channel})
-        key = seg.network_key(p)
-        t0 = time.perf_counter()
-        try:
-            if key not in cache:
-                cache[key] = seg.predict(image, p)
-            lab = np.asarray(seg.decode(cache[key], image, p), np.int32)
-        except ModelNotFoundError as exc:
-            log.warning("model %s skipped: %s", name, exc)
-            rows.append({"model": name, "backend": spec["backend"], "status": "missing", "seconds": np.nan,
-                         "n_objects": 0, "message": str(exc)})
-            continue
-        results[name] = lab
-        rows.append({"model": name, "backend": spec["backend"], "status": "ok",
-                     "seconds": round(time.perf_counter() - t0, 2),
-                     "n_objects": int(np.unique(lab[lab > 0]).size), "message": ""})
-    return results, pd.DataFrame(rows)
+    Raises
+    ------
+    ConfigError
+        No models, a malformed entry, repeated names, or fewer than three channels.
+    """
+    from ..segment import get_segmenter
+    from .quickstart import _check_entry
+
+    if len(channels) != 3:
+        raise ConfigError(f"channels must name the nuclear, red and green channels, got {list(channels)}")
+    if not models:
+        raise ConfigError("models: give at least one segmenter entry {'name', 'backend', 'params'}")
+    nuc = channels[0]
+    segmenters = []
+    for i, raw in enumerate(models):
+        entry = _check_entry(raw, i)
+        seg = get_segmenter(entry["backend"])
+        if "channel" in seg.Params.model_fields and "channel" not in entry["params"]:
+            entry["params"] = {**entry["params"], "channel": nuc}
+        if not entry["sweep"]:
+            entry.pop("sweep")
+        segmenters.append(entry)
+    data = Path(str(data_dir))
+    inputs: dict[str, Any] = {"path": (data / "images").as_posix(), "include": _image_patterns(image_name)}
+    if ground_truth is None:
+        root = Path(base_dir) if base_dir is not None else Path.cwd()
+        ground_truth = (data if data.is_absolute() else root / data).joinpath("labels").is_dir()
+    if ground_truth:
+        inputs["ground_truth"] = (data / "labels").as_posix()
+    return {
+        "schema_version": 1,
+        "name": name,
+        "description": (f"FUCCI 3D: the study's 3D preprocessing, then {len(segmenters)} 3D segmenters "
+                        f"({', '.join(s['name'] for s in segmenters)}) on the nuclear channel {nuc!r}; "
+                        "every channel measured per nucleus (red/green for the phase calls)"
+                        + ("; scored against the truth nuclei" if ground_truth else "")),
+        "inputs": inputs,
+        "pipelines": [copy.deepcopy(_as_pipeline(pipeline).to_dict())],
+        "segmenters": segmenters,
+        "outputs": {"overlays": False, "montage": True, "rois": False, "measurements": True},
+        "evaluation": {"thresholds": [0.5, 0.75, 0.9], "rank_by": "f1@0.5"},
+        "seed": int(seed),
+    }
+
+
+def run_fucci(config: dict, out: str | Path, base_dir: str | Path | None = None) -> tuple[Path, list[dict]]:
+    """Run the config with the run engine, leaving out models that cannot be found.
+
+    Parameters
+    ----------
+    config : dict
+        From :func:`run_config` (or ``configs/fucci_3d.json``).
+    out : path
+        Parent of the run folder.
+    base_dir : path, optional
+        Folder relative paths in the config resolve against (default the working directory).
+
+    Returns
+    -------
+    (Path, list of dict)
+        The run folder (``run.json``, ``summary.csv``, ``labels/``, ``measurements.csv``,
+        ``metrics.csv`` with truth) and the models left out (``name, backend, model,
+        reason``; see :func:`opsef_core.workflows.quickstart.usable_models`).
+    """
+    from .quickstart import execute_config, usable_models
+
+    usable, skipped = usable_models(config["segmenters"])
+    cfg = {**config, "segmenters": [{k: v for k, v in s.items() if k != "sweep" or v} for s in usable]}
+    return execute_config(cfg, out=out, base_dir=base_dir), skipped
+
+
+def _read_csv(run_dir: Path, name: str) -> pd.DataFrame:
+    path = Path(run_dir) / name
+    if not path.is_file():
+        raise RunFolderError(f"no {name} in the run folder", run_dir)
+    return pd.read_csv(path)
+
+
+def _first_image(summary: pd.DataFrame, image: str | None) -> str:
+    images = list(dict.fromkeys(summary["image"].astype(str)))
+    if image is None:
+        return images[0]
+    if image not in images:
+        raise RunFolderError(f"image {image!r} is not part of the run; images: {images}")
+    return image
+
+
+def segmentation_table(run_dir: str | Path, skipped: Sequence[dict] = (), image: str | None = None) -> pd.DataFrame:
+    """One row per model of the run (one image): ``model, backend, combination, status,
+    n_objects, seconds, error``; models left out by :func:`run_fucci` as ``status = "missing"``."""
+    summary = _read_csv(Path(run_dir), "summary.csv")
+    image = _first_image(summary, image)
+    rows = summary[summary["image"].astype(str) == image]
+    secs = pd.Series(0.0, index=rows.index)
+    for col in ("t_network_s", "t_decode_s"):  # network pass (shared ones counted per model) + decoding
+        if col in rows.columns:
+            secs = secs + pd.to_numeric(rows[col], errors="coerce").fillna(0.0)
+    error = rows["error"].astype(object)
+    out = pd.DataFrame({"model": rows["segmenter"].astype(str), "backend": rows["backend"].astype(str),
+                        "combination": rows["combination"].astype(str), "status": rows["status"].astype(str),
+                        "n_objects": rows["n_objects"].fillna(0).astype(int), "seconds": secs.round(2),
+                        "error": error.where(error.notna(), "").astype(str)})
+    missing = pd.DataFrame([{"model": s["name"], "backend": s["backend"], "combination": "", "status": "missing",
+                             "n_objects": 0, "seconds": np.nan, "error": s["reason"]} for s in skipped],
+                           columns=out.columns)
+    return pd.concat([out, missing], ignore_index=True) if len(missing) else out.reset_index(drop=True)
+
+
+def scores_from_run(run_dir: str | Path, image: str | None = None) -> pd.DataFrame:
+    """Each model's labels scored against the truth, from the run's ``metrics.csv``.
+
+    Returns
+    -------
+    DataFrame
+        ``model, combination, n_true, n_pred, tp, fp, fn, precision, recall, f1@0.5, mean_iou, aji``
+        (the columns of :func:`score_models`), best F1 first.
+
+    Raises
+    ------
+    RunFolderError
+        The run has no ``metrics.csv`` (no ground truth).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.csv").is_file():
+        raise RunFolderError("no metrics.csv in the run folder: the run had no ground truth", run_dir)
+    m = _read_csv(run_dir, "metrics.csv")
+    image = _first_image(m, image)
+    m = m[m["image"].astype(str) == image]
+    out = pd.DataFrame({"model": m["segmenter"].astype(str), "combination": m["combination"].astype(str),
+                        "n_true": m["n_true"].astype(int), "n_pred": m["n_pred"].astype(int),
+                        "tp": m["tp@0.5"].astype(int), "fp": m["fp@0.5"].astype(int),
+                        "fn": m["fn@0.5"].astype(int), "precision": m["precision@0.5"],
+                        "recall": m["recall@0.5"], "f1@0.5": m["f1@0.5"],
+                        "mean_iou": m["mean_matched_score@0.5"], "aji": m["aji"]})
+    return out.sort_values("f1@0.5", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def run_labels(run_dir: str | Path, image: str | None = None) -> dict[str, np.ndarray]:
+    """``{model: ZYX labels}`` of one image, read from the run's ``labels/`` (finished models only)."""
+    from .. import io
+
+    run_dir = Path(run_dir)
+    summary = _read_csv(run_dir, "summary.csv")
+    image = _first_image(summary, image)
+    rows = summary[(summary["image"].astype(str) == image) & (summary["status"] == "done")]
+    return {str(r["segmenter"]): np.asarray(io.read_labels(run_dir / str(r["labels"]))) for _, r in rows.iterrows()}
+
+
+def run_image(run_dir: str | Path, image: str | None = None):
+    """The input image of one run item as the run read it (every channel), via its ``run.json``."""
+    from ..config import load_config
+    from ..run import load_input, plan_items
+
+    run_dir = Path(run_dir)
+    summary = _read_csv(run_dir, "summary.csv")
+    image = _first_image(summary, image)
+    config = load_config(run_dir / "run.json")
+    items = {it.id: it for it in plan_items(config.resolved())}
+    return load_input(config.resolved(), items[image])
+
+
+def shape_table(run_dir: str | Path, model: str, image: str | None = None,
+                columns: Sequence[str] = SHAPE_COLUMNS) -> pd.DataFrame:
+    """``label`` and the 3D shape ``columns`` (µm, µm³) of one model's nuclei, from ``measurements.csv``."""
+    run_dir = Path(run_dir)
+    meas = _read_csv(run_dir, "measurements.csv")
+    image = _first_image(meas, image)
+    sel = meas[(meas["image"].astype(str) == image) & (meas["segmenter"].astype(str) == model)]
+    missing = [c for c in columns if c not in meas.columns]
+    if missing:
+        raise RunFolderError(f"measurements.csv has no column(s) {missing}", run_dir)
+    return sel[["label", *columns]].reset_index(drop=True)
 
 
 def score_models(truth, results: dict) -> pd.DataFrame:
-    """F1, precision, recall at IoU 0.5 and AJI of each model's labels against the truth.
+    """F1, precision, recall at IoU 0.5 and AJI of label images held in memory against the truth.
+
+    (The run's own scores are in its ``metrics.csv``: :func:`scores_from_run`.)
 
     Returns
     -------
@@ -303,12 +508,12 @@ def _centroids(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.asarray(ndi.center_of_mass(np.ones(labels.shape, np.uint8), labels, ids)).reshape(-1, labels.ndim)
 
 
-def phase_table(labels, image, red_channel, green_channel, red_threshold="otsu", green_threshold="otsu",
+def phase_table(labels, image, red_channel, green_channel, *, red_threshold="otsu", green_threshold="otsu",
                 background_percentile: float = 50.0, norm_percentile: float = 99.0) -> pd.DataFrame:
     """Per-nucleus normalised red/green intensities and phase calls.
 
-    Wraps :func:`opsef_core.fucci.nucleus_intensities` and
-    :func:`opsef_core.fucci.call_phases` (columns ``red``, ``green``); the
+    Wraps :func:`opsef_core.science.fucci.nucleus_intensities` and
+    :func:`opsef_core.science.fucci.call_phases` (columns ``red``, ``green``); the
     thresholds used are in ``attrs["thresholds"]`` and ``attrs["threshold_methods"]``.
 
     Parameters
@@ -322,13 +527,13 @@ def phase_table(labels, image, red_channel, green_channel, red_threshold="otsu",
     red_threshold, green_threshold : "otsu" or float
         On the normalised values (1 ≈ a bright nucleus).
     background_percentile, norm_percentile : float
-        See :func:`opsef_core.fucci.nucleus_intensities`.
+        See :func:`opsef_core.science.fucci.nucleus_intensities`.
 
     Returns
     -------
     DataFrame
     """
-    from ..fucci import call_phases, nucleus_intensities
+    from ..science.fucci import call_phases, nucleus_intensities
 
     red = image.spatial(c=red_channel)
     green = image.spatial(c=green_channel)
@@ -338,7 +543,7 @@ def phase_table(labels, image, red_channel, green_channel, red_threshold="otsu",
 
 
 def truth_phase_table(truth_labels, phases: pd.DataFrame) -> pd.DataFrame:
-    """Truth phases with the truth nuclei's centroids (pixels), for :func:`opsef_core.fucci.phase_accuracy`.
+    """Truth phases with the truth nuclei's centroids (pixels), for :func:`opsef_core.science.fucci.phase_accuracy`.
 
     Raises
     ------
@@ -402,7 +607,7 @@ def confusion_figure(confusion: pd.DataFrame, title: str = ""):
 
 
 def radial_figure(radial: pd.DataFrame):
-    """Stacked bars of phase fractions per radial bin (from :func:`opsef_core.fucci.radial_distribution`)."""
+    """Stacked bars of phase fractions per radial bin (from :func:`opsef_core.science.fucci.radial_distribution`)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
