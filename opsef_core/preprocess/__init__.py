@@ -14,6 +14,7 @@ unsharp               2d3d      same as input
 subtract_constant     2d3d      same as input (unsigned clipped at 0)
 rolling_ball          2d        same as input; applied to each z plane of a stack
 tophat                2d3d      same as input
+subtract_tophat       2d3d      same as input (image minus its white top-hat, >= 0)
 z_project             3d-to-2d  max/min/median same; sum wider int; mean/std float32
 clahe                 2d3d      float32 in [0, 1]
 gamma                 2d3d      float32 in [0, 1]
