@@ -23,13 +23,23 @@
 # and AJI along depth and compares nuclei counts per slice with the truth. Finally it trains a tiny
 # 2D U-Net on each condition and tests each on every condition (the transfer matrix).
 #
+# **How it segments.** Every segmentation is a run of the opsef run engine: the `models` below become
+# the segmenters of one run config per condition (`wc.segmentation_config`; the config of the
+# cleared condition at the default parameters is `configs/spheroid_clearing.json`), and the
+# transfer models are applied by runs whose segmenters are the trained model folders. The engine's
+# run folders are kept inside this notebook's run folder (`runs/`); each holds `run.json`, the label
+# stacks (`labels/`), `summary.csv`, `measurements.csv` and whole-stack `metrics.csv`, and
+# `opsef run <run folder>/run.json` repeats it with identical labels. The study scores (per slice,
+# transfer matrix) are computed from those label stacks.
+#
 # **Data it expects.** `data_dir/<condition>/images/*.tif` (single-channel ZYX stacks, imaged from
 # the top) and `data_dir/<condition>/labels/*.tif` (3D truth nuclei, same names). The demo is
 # `demo_data/spheroid_clearing` (2 stacks of 32×128×128 per condition).
 #
 # **Parameters that matter most.** `conditions`, `patch_size` (the centred patch the contrast is
-# measured on), `band`, `models` (add `"mode": "3d"` to run a 3D model such as `stardist3d_demo`
-# on the whole stack), and the transfer-training budget (`train_epochs`, `train_steps`) — the demo
+# measured on), `band`, `models` (each `{"backend", "params", "mode"}`: `"2d"`, the default, runs a 2D
+# model plane by plane; add `"mode": "3d"` to run a 3D model such as `stardist3d_demo` on the whole
+# stack), `segment_images` (stacks per condition that are segmented), and the transfer-training budget (`train_epochs`, `train_steps`) — the demo
 # values train for seconds and give rough models; raise them (e.g. 40 epochs) for real data.
 
 # %% tags=["parameters"]
@@ -53,6 +63,10 @@ train_patch = 64
 seed = 0
 out_root = "../runs"
 
+# %% [markdown]
+# The run folder of this notebook: `record.json` holds exactly the parameters above (papermill `-f`
+# repeats the notebook), `provenance.json` the versions and the files written.
+
 # %%
 from opsef_core.notebook import start_notebook_run
 
@@ -61,15 +75,20 @@ run = start_notebook_run("spheroid_clearing", {k: globals()[k] for k in [
     "train_transfer", "train_images", "train_epochs", "train_steps", "train_patch", "seed", "out_root"]})
 print("run folder:", run.folder)
 
+# %% [markdown]
+# ## 0. The stacks
+# Every condition's stacks and truth labels (the first `max_images` of each).
+
 # %%
 import logging
 
 import matplotlib.pyplot as plt
+from IPython.display import display
 
 from opsef_core.workflows import clearing as wc
 
 logging.basicConfig(level=logging.WARNING)
-data = wc.load_conditions(data_dir, conditions, max_images)
+data = wc.load_conditions(data_dir=data_dir, conditions=conditions, max_images=max_images)
 for cond, entries in data.items():
     for e in entries:
         print(cond, e["name"], e["image"].shape, e["image"].pixel_size)
@@ -81,42 +100,56 @@ for cond, entries in data.items():
 # the centre slice, back to 0 % at its bottom (plotted as 200). Shaded: the 70–100 % band.
 
 # %%
-profiles = wc.clearing_profiles(data, patch_size=patch_size)
+profiles = wc.clearing_profiles(data=data, patch_size=patch_size)
 run.save_table(profiles, "clearing_profiles")
-fig = wc.plot_profiles(profiles, band=band)
+fig = wc.plot_profiles(profiles=profiles, band=band)
 run.save_figure(fig, "clearing_along_depth")
 plt.show()
 
 # %%
-comparison = wc.band_comparison(profiles, band=band, side=band_side)
+comparison = wc.band_comparison(profiles=profiles, band=band, side=band_side)
 run.save_table(comparison, "band_comparison")
 comparison.round(3)
 
 # %% [markdown]
 # ## 2. Segmentation along depth
-# Every slice is segmented on its own (2D models); pixel F1 (foreground Dice) and AJI (Kumar) per
-# slice against the truth. Models not found under `models/` are skipped (listed below).
+# One engine run per condition segments its first `segment_images` stack(s) with every model: 2D
+# models plane by plane (`"slices": true`: every slice on its own, ids unique over the stack), 3D
+# models on the volume. Then pixel F1 (foreground Dice) and AJI (Kumar) per slice against the truth,
+# from the run's label stacks; `seconds` is the network pass plus decoding of a stack. Models not
+# found under `models/` are skipped (listed below); combinations the engine recorded as failed are
+# listed too.
 
 # %%
 subset = {c: e[:segment_images] for c, e in data.items()}
-seg = wc.segmentation_along_depth(subset, models, profiles)
-print("skipped models:", seg.attrs.get("skipped") or "none")
+seg = wc.segmentation_along_depth(data=subset, models=models, profiles=profiles, out=run.path("runs"),
+                                  seed=seed)
+print("skipped models:", seg.attrs["skipped"] or "none")
+print("failed:", seg.attrs["failed"] or "none")
+run.save_json({c: str(p.relative_to(run.folder)) for c, p in seg.attrs["runs"].items()}, "segmentation_runs")
+for cond, run_dir in seg.attrs["runs"].items():
+    print(f"{cond}: opsef run {run_dir / 'run.json'}")
 run.save_table(seg, "segmentation_along_depth")
-fig = wc.plot_segmentation_depth(seg)
+fig = wc.plot_segmentation_depth(seg=seg)
 run.save_figure(fig, "segmentation_along_depth")
 plt.show()
 
 # %%
-seg_band = wc.band_comparison(seg.assign(condition=seg["condition"] + " / " + seg["model"]), band=band,
-                              side=band_side, metrics=("pixel_f1", "aji", "count_ratio"))
+# %% [markdown]
+# The same scores averaged over the 70–100 % band, per condition and model.
+
+# %%
+seg_band = wc.band_comparison(profiles=seg.assign(condition=seg["condition"] + " / " + seg["model"]),
+                              band=band, side=band_side, metrics=("pixel_f1", "aji", "count_ratio"))
 run.save_table(seg_band, "segmentation_band")
 seg_band.round(3)
 
 # %% [markdown]
 # ## 3. Nuclei per slice against the truth
+# Predicted nuclei per slice of the first stack of each condition, against the truth count.
 
 # %%
-fig = wc.plot_counts(seg)
+fig = wc.plot_counts(seg=seg)
 run.save_figure(fig, "counts_along_depth")
 plt.show()
 
@@ -124,21 +157,31 @@ plt.show()
 # ## 4. Transfer matrix: trained on A, tested on B
 # A small 3-class 2D U-Net is trained on the slices of the first `train_images` stack(s) of each
 # condition and tested on the remaining stacks of every condition (pixel F1, AJI, object F1 at
-# IoU 0.5). Demo budget: a few epochs, so absolute values are low; compare rows and columns.
+# IoU 0.5). Training runs outside the engine (it is not segmentation); the trained models are
+# applied by one engine run per tested condition (segmenters `trained_on_<condition>`, the model
+# folders under `models/`). Demo budget: a few epochs, so absolute values are low; compare rows and
+# columns.
 
 # %%
 if train_transfer:
-    trained = wc.train_condition_unets(data, run.path("models"), train_images=train_images, seed=seed,
+    trained = wc.train_condition_unets(data=data, out_dir=run.path("models"), train_images=train_images, seed=seed,
                                        epochs=train_epochs, steps_per_epoch=train_steps,
                                        patch_size=train_patch, batch_size=8, filters=8, depth=2,
                                        val_fraction=0.1, early_stopping_patience=train_epochs)
     run.save_table(trained, "transfer_training")
-    matrix = wc.transfer_matrix(data, trained, train_images=train_images)
+    matrix = wc.transfer_matrix(data=data, trained=trained, train_images=train_images, out=run.path("runs"),
+                                seed=seed)
+    run.save_json({c: str(p.relative_to(run.folder)) for c, p in matrix.attrs["runs"].items()}, "transfer_runs")
     run.save_table(matrix, "transfer_matrix")
-    fig = wc.plot_transfer(matrix, metrics=("pixel_f1", "aji", "f1@0.5"))
+    fig = wc.plot_transfer(matrix=matrix, metrics=("pixel_f1", "aji", "f1@0.5"))
     run.save_figure(fig, "transfer_matrix")
     plt.show()
     display(matrix.round(3))
+
+# %% [markdown]
+# ## 5. Done
+# `provenance.json` gets the end time. The engine runs are listed in `segmentation_runs.json` and
+# `transfer_runs.json` (folders under `runs/`); `opsef run <folder>/run.json` repeats any of them.
 
 # %%
 run.finish()

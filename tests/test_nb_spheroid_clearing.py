@@ -2,8 +2,10 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 
 from nbhelpers import check_outputs, execute
 
@@ -17,7 +19,7 @@ def test_spheroid_clearing_notebook_runs_and_reruns_from_record(tmp_path):
     check_outputs(folder, ["clearing_profiles.csv", "clearing_along_depth.png", "band_comparison.csv",
                            "segmentation_along_depth.csv", "segmentation_along_depth.png",
                            "counts_along_depth.png", "transfer_matrix.csv", "transfer_matrix.png",
-                           "transfer_training.csv"])
+                           "transfer_training.csv", "segmentation_runs.json", "transfer_runs.json"])
     record = json.loads((folder / "record.json").read_text())
     assert record["conditions"] == ["cleared", "noncleared"]
     prof = pd.read_csv(folder / "clearing_profiles.csv")
@@ -30,6 +32,17 @@ def test_spheroid_clearing_notebook_runs_and_reruns_from_record(tmp_path):
     assert seg["pixel_f1"].between(0, 1).all() and seg["aji"].between(0, 1).all()
     classical = seg[(seg["model"] == "classical") & (seg["n_true"] > 5)]
     assert classical["pixel_f1"].mean() > 0.5
+    # the segmentation went through the engine: one run folder per condition inside the notebook's
+    runs = json.loads((folder / "segmentation_runs.json").read_text())
+    assert sorted(runs) == ["cleared", "noncleared"]
+    for cond, rel in runs.items():
+        run_dir = folder / rel
+        assert json.loads((run_dir / "run.json").read_text())["config"]["segmenters"][0]["slices"] is True
+        summary = pd.read_csv(run_dir / "summary.csv")
+        assert (summary["status"] == "done").all()
+        assert set(summary["segmenter"]) == set(seg.loc[seg["condition"] == cond, "model"])
+    transfer = json.loads((folder / "transfer_runs.json").read_text())
+    assert sorted(transfer) == ["cleared", "noncleared"]
     matrix = pd.read_csv(folder / "transfer_matrix.csv")
     assert len(matrix) == 4 and matrix[["pixel_f1", "aji", "f1@0.5"]].stack().between(0, 1).all()
 
@@ -37,3 +50,9 @@ def test_spheroid_clearing_notebook_runs_and_reruns_from_record(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(again / "clearing_profiles.csv"), prof)
     rerun = pd.read_csv(again / "segmentation_along_depth.csv")
     pd.testing.assert_frame_equal(rerun.drop(columns="seconds"), seg.drop(columns="seconds"))  # timings differ
+    again_runs = json.loads((again / "segmentation_runs.json").read_text())
+    for cond, rel in runs.items():
+        a, b = pd.read_csv(folder / rel / "summary.csv"), pd.read_csv(again / again_runs[cond] / "summary.csv")
+        for la, lb in zip(a["labels"], b["labels"]):
+            np.testing.assert_array_equal(tifffile.imread(folder / rel / la),
+                                          tifffile.imread(again / again_runs[cond] / lb))

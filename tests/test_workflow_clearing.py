@@ -8,7 +8,6 @@ import pytest
 import tifffile
 
 from opsef_core.errors import ConfigError, EmptyFolderError, InputFileError
-from opsef_core.image import Image
 from opsef_core.workflows import clearing as wc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,31 +95,111 @@ def test_band_comparison_by_hand():
         wc.band_comparison(df, side="middle")
 
 
-def test_segment_stack_2d_counts_and_unique_ids():
-    img, lab = _disc_stack()
-    image = Image.from_array(img, "ZYX", pixel_size={"Z": 2.0, "Y": 0.5, "X": 0.5})
-    pred = wc.segment_stack(image, "classical", {"sigma": 1.0, "min_size": 5}, mode="2d")
-    assert pred.shape == lab.shape
-    for z in range(lab.shape[0]):
-        assert np.unique(pred[z][pred[z] > 0]).size == np.unique(lab[z][lab[z] > 0]).size
-    ids = [set(np.unique(pred[z][pred[z] > 0])) for z in range(lab.shape[0])]
-    assert all(not (a & b) for i, a in enumerate(ids) for b in ids[i + 1:])  # ids never reused across slices
+def _run_labels(run_dir):
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert (summary["status"] == "done").all(), summary[["segmenter", "error"]]
+    return {(r.image, r.segmenter): tifffile.imread(run_dir / r.labels) for r in summary.itertuples()}
+
+
+def test_model_segmenters_and_bad_models():
+    entries = wc.model_segmenters({"a": {"backend": "classical", "params": {"sigma": 2.0}},
+                                   "b": {"backend": "classical", "mode": "3d"}})
+    assert entries == [{"name": "a", "backend": "classical", "params": {"sigma": 2.0}, "slices": True},
+                       {"name": "b", "backend": "classical", "params": {}, "slices": False}]
+    for bad, match in (({"x": {"backend": "classical", "mode": "4d"}}, "mode"),
+                       ({"x": {"backend": "classical", "sigmas": 1}}, "unknown keys"),
+                       ({"x": "classical"}, "backend"), ({}, "at least one")):
+        with pytest.raises(ConfigError, match=match):
+            wc.model_segmenters(bad)
 
 
 def test_segmentation_along_depth_and_skipped_model(tmp_path):
+    from opsef_core.segment import get_segmenter
+
     _write_condition(tmp_path, "c", n=1)
     data = wc.load_conditions(tmp_path, ["c"])
     prof = wc.clearing_profiles(data, patch_size=None)
     models = {"classical": {"backend": "classical", "params": {"sigma": 1.0, "min_size": 5}},
               "gone": {"backend": "unet", "params": {"model": "no_such_model_xyz"}}}
-    seg = wc.segmentation_along_depth(data, models, prof)
-    assert seg.attrs["skipped"].keys() == {"gone"}
+    seg, labels = wc.segmentation_along_depth(data, models, prof, keep_labels=True, out=tmp_path / "runs")
+    assert seg.attrs["skipped"].keys() == {"gone"} and seg.attrs["failed"] == []
     assert len(seg) == 6 and set(seg["model"]) == {"classical"}
     assert (seg["n_pred"] == seg["n_true"]).all()
     assert seg["pixel_f1"].min() > 0.9 and seg["aji"].min() > 0.8
-    assert seg["depth_pct"].notna().all()
+    assert seg["depth_pct"].notna().all() and (seg["seconds"] >= 0).all()
+    # one engine run for the condition: its record, the labels seg was scored on, ids unique over the stack
+    run_dir = seg.attrs["runs"]["c"]
+    assert (run_dir / "run.json").is_file() and (run_dir / "metrics.csv").is_file()
+    pred = _run_labels(run_dir)[("s0", "classical")]
+    np.testing.assert_array_equal(pred, labels[("c", "s0", "classical")])
+    ids = [set(np.unique(pred[z][pred[z] > 0])) for z in range(pred.shape[0])]
+    assert all(not (a & b) for i, a in enumerate(ids) for b in ids[i + 1:])
+    # "slices": true is what the workflow did itself before: the 2D segmenter on every plane
+    seg2d = get_segmenter("classical")
+    image = data["c"][0]["image"]
+    offset = 0
+    for z in range(pred.shape[0]):
+        own = np.asarray(seg2d.segment(image.sel(z=z), {"sigma": 1.0, "min_size": 5}))
+        np.testing.assert_array_equal(pred[z], np.where(own > 0, own + offset, 0))
+        offset = max(offset, int(pred[z].max()))
     with pytest.raises(ConfigError, match="mode"):
-        wc.segmentation_along_depth(data, {"x": {"backend": "classical", "mode": "4d"}})
+        wc.segmentation_along_depth(data, {"x": {"backend": "classical", "mode": "4d"}}, out=tmp_path / "runs")
+    with pytest.raises(ConfigError, match="no model could be run"):
+        wc.segmentation_along_depth(data, {"gone": models["gone"]}, out=tmp_path / "runs")
+
+
+@pytest.mark.slow
+def test_clearing_run_repeats_from_its_record(tmp_path, monkeypatch):
+    """A small clearing run (1 stack, classical + the 2D U-Net demo plane by plane), repeated from
+    run.json in another working directory with identical labels."""
+    from opsef_core.run import execute
+
+    _write_condition(tmp_path / "d", "c", n=2)
+    data = wc.load_conditions(tmp_path / "d", ["c"])
+    models = {"classical": {"backend": "classical", "params": {"sigma": 1.0, "min_size": 5}},
+              "unet2d_demo": {"backend": "unet", "params": {"model": "unet2d_demo"}}}
+    seg = wc.segmentation_along_depth({"c": data["c"][:1]}, models, out=tmp_path / "runs")
+    assert set(seg["model"]) == set(models) and set(seg["image"]) == {"s0"}
+    run_dir = seg.attrs["runs"]["c"]
+    first = _run_labels(run_dir)
+    assert set(first) == {("s0", "classical"), ("s0", "unet2d_demo")}
+    assert all(v.shape == (6, 48, 48) for v in first.values())
+    # the per-slice table is computed from the run's label stacks
+    from opsef_core.science.clearing import per_depth_segmentation
+
+    unet = seg[seg["model"] == "unet2d_demo"].reset_index(drop=True)
+    expected = per_depth_segmentation(data["c"][0]["labels"], first[("s0", "unet2d_demo")])
+    pd.testing.assert_frame_equal(unet[expected.columns], expected)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = execute(run_dir / "run.json", out=tmp_path / "again", progress=False)
+    second = _run_labels(again)
+    assert second.keys() == first.keys()
+    for key in first:
+        np.testing.assert_array_equal(second[key], first[key])
+
+
+def test_main_config_is_the_notebook_config():
+    """configs/spheroid_clearing.json: the notebook's segmentation of the cleared condition."""
+    import json
+
+    from opsef_core.config import load_config
+    from opsef_core.run import plan, plan_items
+
+    path = REPO / "configs" / "spheroid_clearing.json"
+    models = {"classical": {"backend": "classical", "params": {"sigma": 1.0, "h": 1.0}},
+              "unet2d_demo": {"backend": "unet", "params": {"model": "unet2d_demo"}},
+              "stardist2d_demo": {"backend": "stardist", "params": {"model": "stardist2d_demo"}}}
+    built = wc.segmentation_config("../demo_data/spheroid_clearing", "cleared", models, files=["spheroid_00.tif"])
+    assert json.loads(path.read_text()) == built
+    cfg = load_config(path)
+    items = plan_items(cfg)
+    assert [it.id for it in items] == ["spheroid_00"]
+    assert items[0].ground_truth == str(DEMO / "cleared" / "labels" / "spheroid_00.tif")
+    combos = plan(cfg)
+    assert [c.segmenter for c in combos] == list(models) and all(c.slices for c in combos)
 
 
 @pytest.mark.slow
@@ -137,7 +216,12 @@ def test_transfer_matrix_trains_and_scores_every_pair(tmp_path):
     assert list(trained["condition"]) == ["bright", "dim"]
     for d in trained["model_dir"]:
         assert (Path(d) / "training.json").is_file()
-    m = wc.transfer_matrix(data, trained, train_images=1)
+    m = wc.transfer_matrix(data, trained, train_images=1, out=tmp_path / "runs")
+    assert set(m.attrs["runs"]) == {"bright", "dim"}
+    for run_dir in m.attrs["runs"].values():  # the trained models were applied by the engine
+        summary = pd.read_csv(run_dir / "summary.csv")
+        assert set(summary["segmenter"]) == {"trained_on_bright", "trained_on_dim"}
+        assert (summary["status"] == "done").all() and set(summary["image"]) == {"s1"}
     assert len(m) == 4 and set(zip(m["train"], m["test"])) == {(a, b) for a in ("bright", "dim")
                                                              for b in ("bright", "dim")}
     assert (m["n_slices"] == 6).all()

@@ -1,7 +1,7 @@
 """Workflow behind ``notebooks/spheroid_clearing``: clearing quality and segmentation along depth.
 
-The science is in :mod:`opsef_core.clearing` (``SCIENCE.md``, "Clearing quality
-along depth"); this module strings it together for data laid out as
+The science is in :mod:`opsef_core.science.clearing`
+(``docs/definitions.md#clearing-quality-along-depth``); this module strings it together for data laid out as
 ``DATA/<condition>/images/*.tif`` with instance truth in
 ``DATA/<condition>/labels/`` (same file names):
 
@@ -10,10 +10,16 @@ along depth"); this module strings it together for data laid out as
   Fisher) with the depth normalised to percent of the maximum diameter, and
   a signed ``depth_pct`` axis running 0 → 100 (centre) → 200 through the spheroid;
 * :func:`band_comparison` — conditions compared in the 70–100 % band;
-* :func:`segmentation_along_depth` — several segmenters slice by slice (2D) or
-  in 3D, pixel F1, AJI and nuclei counts per slice (:func:`opsef_core.clearing.per_depth_segmentation`);
+* :func:`segmentation_config` — the run config of one condition: its stacks are the items,
+  each model a segmenter (2D models plane by plane, ``"slices": true``; 3D models on the
+  volume); :func:`execute_config` runs it with :func:`opsef_core.run.execute`;
+* :func:`depth_scores` — pixel F1, AJI and nuclei counts per slice of a run's label stacks
+  against its truth (:func:`opsef_core.science.clearing.per_depth_segmentation`);
+* :func:`segmentation_along_depth` — both: one engine run per condition, then the per-slice
+  scores (models whose files are missing are skipped, :func:`usable_models`);
 * :func:`train_condition_unets` / :func:`transfer_matrix` — tiny 2D U-Nets trained
-  on the slices of each condition and tested on every condition;
+  on the slices of each condition (outside the engine: training is not segmentation) and
+  applied to every condition by engine runs whose segmenters are the trained model folders;
 * plotting helpers returning matplotlib figures.
 
 Signal and noise for the contrast metrics come from the **truth** nuclei (the
@@ -34,19 +40,24 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, EmptyFolderError, InputFileError
 
 __all__ = [
-    "load_conditions",
-    "clearing_profiles",
+    "CONTRAST_METRICS",
+    "RUN_OUTPUTS",
     "band_comparison",
-    "segment_stack",
+    "clearing_profiles",
+    "depth_scores",
+    "execute_config",
+    "load_conditions",
+    "model_segmenters",
+    "plot_counts",
+    "plot_profiles",
+    "plot_segmentation_depth",
+    "plot_transfer",
     "segmentation_along_depth",
+    "segmentation_config",
     "slice_pairs",
     "train_condition_unets",
     "transfer_matrix",
-    "plot_profiles",
-    "plot_segmentation_depth",
-    "plot_counts",
-    "plot_transfer",
-    "CONTRAST_METRICS",
+    "usable_models",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,7 +82,8 @@ def load_conditions(data_dir, conditions=("cleared", "noncleared"), max_images: 
     Returns
     -------
     dict
-        ``{condition: [{"name", "image" (Image, ZYX), "labels" (ndarray or None)}, ...]}``.
+        ``{condition: [{"name", "image" (Image, ZYX), "labels" (ndarray or None), "path"
+        (the stack's file, absolute), "labels_path" (its truth file or None)}, ...]}``.
 
     Raises
     ------
@@ -106,7 +118,8 @@ def load_conditions(data_dir, conditions=("cleared", "noncleared"), max_images: 
                 if labels.shape != img.spatial().shape:
                     raise InputFileError(f"labels shape {labels.shape} differs from the image's "
                                          f"{img.spatial().shape}", lab_path)
-            entries.append({"name": f.stem, "image": img, "labels": labels})
+            entries.append({"name": f.stem, "image": img, "labels": labels, "path": str(Path(f).resolve()),
+                            "labels_path": str(lab_path.resolve()) if labels is not None else None})
         out[cond] = entries
         log.info("condition %s: %d stacks", cond, len(entries))
     return out
@@ -142,12 +155,12 @@ def clearing_profiles(data: dict, patch_size: int | None = 64, use_truth: bool =
     Returns
     -------
     DataFrame
-        ``condition``, ``image``, the :func:`opsef_core.clearing.clearing_metrics`
+        ``condition``, ``image``, the :func:`opsef_core.science.clearing.clearing_metrics`
         columns (``z``, ``percent_max_diameter``, ``mean_norm``, ``snr``,
         ``cnr_bc``, ``cnr_fr``, ...), ``side`` (``top`` up to the centre slice,
         ``bottom`` beyond) and ``depth_pct`` (0..200, 100 = centre).
     """
-    from ..clearing import clearing_metrics
+    from ..science.clearing import clearing_metrics
 
     frames = []
     for cond, e in _iter(data):
@@ -206,6 +219,10 @@ def band_comparison(profiles: pd.DataFrame, band=(70.0, 100.0), side: str = "top
 
 
 # ----------------------------------------------------------------------------- segmentation
+#: what the engine writes for these runs: labels and tables (the notebook draws its own figures)
+RUN_OUTPUTS = {"overlays": False, "montage": False, "rois": False, "measurements": True}
+
+
 def _spec(name: str, spec: dict) -> tuple[str, dict, str]:
     if not isinstance(spec, dict) or "backend" not in spec:
         raise ConfigError(f"model {name!r}: give a dict with 'backend' (and optional 'params', 'mode')")
@@ -218,44 +235,259 @@ def _spec(name: str, spec: dict) -> tuple[str, dict, str]:
     return spec["backend"], dict(spec.get("params") or {}), mode
 
 
-def segment_stack(image, backend: str, params: dict | None = None, mode: str = "2d") -> np.ndarray:
-    """Segment a ``ZYX`` stack slice by slice (``2d``) or as a volume (``3d``).
+def model_segmenters(models: dict) -> list[dict]:
+    """The run config's ``segmenters`` for a notebook's ``models`` dict.
 
     Parameters
     ----------
-    image : Image
-        Single-channel ``ZYX`` image.
-    backend : str
-        Segmenter name (``classical``, ``unet``, ``stardist``, ``cellpose``).
-    params : dict, optional
-        Backend parameters.
-    mode : {"2d", "3d"}
-        ``2d``: every slice is segmented on its own (labels of different
-        slices are unrelated; ids are made unique over the stack); ``3d``: one call.
+    models : dict
+        ``{name: {"backend": str, "params": dict, "mode": "2d" | "3d"}}``; ``2d`` (the
+        default) segments the stack plane by plane with a 2D model (``"slices": true``: one
+        network pass per plane, ids unique over the stack), ``3d`` segments the volume.
 
     Returns
     -------
-    ndarray of int32
-        ``ZYX`` labels.
+    list of dict
+        One :class:`~opsef_core.config.SegmenterConfig` entry per model, named by its key.
+
+    Raises
+    ------
+    ConfigError
+        No model, or a model that is not ``{"backend", "params", "mode"}``.
     """
+    if not models:
+        raise ConfigError("models: give at least one model")
+    out = []
+    for name, spec in models.items():
+        backend, params, mode = _spec(name, spec)
+        out.append({"name": str(name), "backend": backend, "params": params, "slices": mode == "2d"})
+    return out
+
+
+def usable_models(models: dict) -> tuple[dict, dict]:
+    """Split ``models`` into those whose model files are found and those that are not.
+
+    Each model is resolved the way the run engine does before it starts
+    (``Segmenter.describe_model``: :func:`opsef_core.models.resolve_model`), so a model the
+    engine would refuse (:class:`~opsef_core.errors.ModelNotFoundError`) is left out here
+    with a warning instead of failing the run.  Invalid parameters still raise.
+
+    Returns
+    -------
+    (dict, dict)
+        The usable part of ``models`` and ``{name: reason}`` of the missing ones.
+    """
+    from ..errors import ModelNotFoundError
     from ..segment import get_segmenter
 
-    seg = get_segmenter(backend)
-    p = seg.params(params or {})
-    if mode == "3d":
-        return np.asarray(seg.segment(image, p), np.int32)
-    stack = np.zeros(image.spatial().shape, np.int32)
-    offset = 0
-    for z in range(stack.shape[0]):
-        lab = np.asarray(seg.segment(image.sel(z=z), p), np.int32)
-        stack[z] = np.where(lab > 0, lab + offset, 0)
-        offset = max(offset, int(stack[z].max()))
-    return stack
+    usable, skipped = {}, {}
+    for entry in model_segmenters(models):
+        seg = get_segmenter(entry["backend"])
+        params = seg.params(entry["params"])
+        try:
+            seg.describe_model(params)
+        except ModelNotFoundError as exc:
+            log.warning("model %s skipped: %s", entry["name"], exc)
+            skipped[entry["name"]] = str(exc)
+            continue
+        usable[entry["name"]] = models[entry["name"]]
+    return usable, skipped
+
+
+def _run_config(images, labels, models: dict, files=None, name: str = "spheroid_clearing",
+                description: str = "", seed: int = 0) -> dict:
+    inputs: dict = {"path": Path(images).as_posix(),
+                    "include": list(files) if files else ["*.tif", "*.tiff"]}
+    if labels is not None:
+        inputs["ground_truth"] = Path(labels).as_posix()
+    return {
+        "schema_version": 1,
+        "name": name,
+        "description": description,
+        "inputs": inputs,
+        "pipelines": [{"name": "raw", "steps": []}],
+        "segmenters": model_segmenters(models),
+        "outputs": dict(RUN_OUTPUTS),
+        "seed": int(seed),
+    }
+
+
+def segmentation_config(data_dir, condition: str, models: dict, files=None, name: str | None = None,
+                        seed: int = 0) -> dict:
+    """The run config segmenting one condition's stacks with every model.
+
+    One run per condition: ``inputs.path`` is ``data_dir/<condition>/images`` and the truth
+    ``data_dir/<condition>/labels`` (same file names, so ``label_suffix`` stays empty); the
+    condition is the run's (its name and folders), not a column the engine knows.  Every
+    stack is an item; each model is a segmenter (:func:`model_segmenters`) with the raw
+    image as its only pipeline.  The engine writes ``labels/``, ``summary.csv``,
+    ``measurements.csv`` and ``metrics.csv`` (whole-stack scores); the per-slice study
+    scores come from :func:`depth_scores`.
+
+    Parameters
+    ----------
+    data_dir : path
+        Kept as given: relative paths resolve against the config's folder (or the
+        ``base_dir`` of :func:`execute_config`).
+    condition : str
+        Sub-folder of ``data_dir``.
+    models : dict
+        As :func:`model_segmenters`.
+    files : list of str, optional
+        File names to segment (``inputs.include``; default every TIFF of the folder).
+    name : str, optional
+        Config name, the run folder's stem (default ``spheroid_clearing-<condition>``).
+    seed : int
+        Recorded in the config.
+
+    Returns
+    -------
+    dict
+        A run config (validate with :func:`opsef_core.config.config_from_dict`).
+    """
+    data_dir = Path(data_dir)
+    return _run_config(data_dir / condition / "images", data_dir / condition / "labels", models, files=files,
+                       name=name or f"spheroid_clearing-{condition}", seed=seed,
+                       description=_description(condition, models))
+
+
+def _description(condition: str, models: dict) -> str:
+    names = ", ".join(f"{e['name']} ({'plane by plane' if e['slices'] else '3D'})"
+                      for e in model_segmenters(models))
+    return (f"Spheroid clearing, condition {condition!r}: nuclei segmented by {names}, scored against the "
+            "truth; what notebooks/spheroid_clearing runs per condition (the other condition: the same "
+            "config with inputs.path and inputs.ground_truth in its folder)")
+
+
+def execute_config(config: dict, out, base_dir=None) -> Path:
+    """Validate a config dict and run it with :func:`opsef_core.run.execute`; returns the run folder.
+
+    Relative paths of ``config`` resolve against ``base_dir`` (default: the working directory).
+    """
+    from ..config import config_from_dict
+    from ..run import execute
+
+    cfg = config_from_dict(config, where=f"{config.get('name', 'spheroid_clearing')} config")
+    cfg.with_base_dir(Path(base_dir) if base_dir is not None else Path.cwd())
+    return execute(cfg, out=out, progress=False, command_line=["opsef_core.workflows.clearing"])
+
+
+def _condition_run(cond: str, entries: list, models: dict, out, name: str, description: str,
+                   seed: int = 0) -> Path:
+    """Run ``models`` on the stacks ``entries`` (from :func:`load_conditions`) of one condition."""
+    from ..config import config_from_dict
+    from ..run import plan_items
+
+    if not entries:
+        raise ConfigError(f"condition {cond!r}: no stack to segment")
+    missing = [e["name"] for e in entries if not e.get("path")]
+    if missing:
+        raise ConfigError(f"condition {cond!r}: stacks {missing} have no file (the run engine reads files; "
+                          "use load_conditions)")
+    folders = {Path(e["path"]).parent for e in entries}
+    label_folders = {Path(e["labels_path"]).parent for e in entries if e.get("labels_path")}
+    if len(folders) != 1 or len(label_folders) > 1:
+        raise ConfigError(f"condition {cond!r}: the stacks of one run must share one image folder and one "
+                          f"label folder, got {sorted(map(str, folders | label_folders))}")
+    files = [Path(e["path"]).name for e in entries]
+    config = _run_config(folders.pop(), label_folders.pop() if label_folders else None, models, files=files,
+                         name=name, description=description, seed=seed)
+    # include patterns without wildcards match substrings: check that the run reads exactly these stacks
+    planned = sorted(Path(it.path).name for it in plan_items(config_from_dict(config).resolved()))
+    if planned != sorted(files):
+        raise ConfigError(f"condition {cond!r}: the run would read {planned}, not the stacks {sorted(files)}")
+    return execute_config(config, out=out)
+
+
+def _run_stacks(run_dir) -> pd.DataFrame:
+    """``summary.csv`` of a run with its ground-truth file per image (from the recorded config)."""
+    from ..config import load_config
+    from ..errors import RunFolderError
+    from ..run import plan_items
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "summary.csv").is_file():
+        raise RunFolderError("no summary.csv in the run folder", run_dir)
+    summary = pd.read_csv(run_dir / "summary.csv")
+    truth = {it.id: it.ground_truth for it in plan_items(load_config(run_dir / "run.json").resolved())}
+    summary["truth"] = summary["image"].map(truth)
+    return summary
+
+
+def depth_scores(run_dir, condition: str | None = None, keep_labels: bool = False, names: dict | None = None):
+    """Per-slice scores of every stack × segmenter of a run (:func:`~opsef_core.science.clearing.per_depth_segmentation`).
+
+    The labels are the run's (``labels/``, via ``summary.csv``), the truth the label image the
+    run paired with each stack (re-planned from ``run.json``).  Combinations that failed or
+    stacks without truth are left out with a warning and listed in ``attrs["failed"]`` /
+    ``attrs["no_truth"]``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A finished run folder (e.g. from :func:`segmentation_config`).
+    condition : str, optional
+        Value of the ``condition`` column (default: the config's name).
+    keep_labels : bool
+        Also return ``{(condition, image, segmenter): labels}``.
+    names : dict, optional
+        ``{file name: image name}`` for the ``image`` column (default: the run's item ids,
+        the file stems).
+
+    Returns
+    -------
+    DataFrame (and dict when ``keep_labels``)
+        ``condition``, ``image``, ``model`` (the segmenter's name), ``z``, ``pixel_f1``,
+        ``aji``, ``n_true``, ``n_pred``, ``count_ratio`` and ``seconds`` (network pass +
+        decoding of the whole stack, ``t_network_s + t_decode_s`` of ``summary.csv``).
+    """
+    from ..io import read_labels
+    from ..science.clearing import per_depth_segmentation
+
+    run_dir = Path(run_dir)
+    summary = _run_stacks(run_dir)
+    if condition is None:
+        from ..config import load_config
+
+        condition = load_config(run_dir / "run.json").stem
+    frames, labels_out, failed, no_truth = [], {}, [], []
+    truth_cache: dict[str, np.ndarray] = {}
+    for row in summary.itertuples(index=False):
+        if row.status != "done":
+            log.warning("%s / %s failed: %s", row.image, row.segmenter, row.error)
+            failed.append({"condition": condition, "image": row.image, "model": row.segmenter,
+                           "error": row.error})
+            continue
+        if not isinstance(row.truth, str):
+            no_truth.append(row.image)
+            continue
+        if row.truth not in truth_cache:
+            truth_cache[row.truth] = read_labels(row.truth)
+        pred = np.asarray(read_labels(run_dir / row.labels))
+        df = per_depth_segmentation(truth_cache[row.truth], pred)
+        image = (names or {}).get(row.file, row.image)
+        df.insert(0, "model", row.segmenter)
+        df.insert(0, "image", image)
+        df.insert(0, "condition", condition)
+        df["seconds"] = round(float(row.t_network_s) + float(row.t_decode_s), 3)
+        frames.append(df)
+        if keep_labels:
+            labels_out[(condition, image, row.segmenter)] = pred
+    if no_truth:
+        log.warning("%s: no truth labels for %s (not scored per slice)", run_dir.name, sorted(set(no_truth)))
+    cols = ["condition", "image", "model", "z", "pixel_f1", "aji", "n_true", "n_pred", "count_ratio", "seconds"]
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    out.attrs.update(failed=failed, no_truth=sorted(set(no_truth)))
+    return (out, labels_out) if keep_labels else out
 
 
 def segmentation_along_depth(data: dict, models: dict, profiles: pd.DataFrame | None = None,
-                             keep_labels: bool = False):
-    """Run each model on each stack and score it per slice against the truth.
+                             keep_labels: bool = False, out=None, seed: int = 0):
+    """Run each model on each stack with the run engine and score it per slice against the truth.
+
+    One engine run per condition (:func:`segmentation_config`: the condition's stacks are
+    the items, each model a segmenter; ``mode: 2d`` is ``"slices": true``), then
+    :func:`depth_scores` on each run folder.
 
     Parameters
     ----------
@@ -264,53 +496,54 @@ def segmentation_along_depth(data: dict, models: dict, profiles: pd.DataFrame | 
     models : dict
         ``{name: {"backend": str, "params": dict, "mode": "2d" | "3d"}}``.  A
         model that cannot be found (:class:`~opsef_core.errors.ModelNotFoundError`)
-        is skipped with a warning and listed in ``attrs["skipped"]``.
+        is skipped with a warning and listed in ``attrs["skipped"]`` (:func:`usable_models`).
     profiles : DataFrame, optional
         From :func:`clearing_profiles`; adds its depth columns
         (``percent_max_diameter``, ``depth_pct``, ``side``) to each slice.
     keep_labels : bool
         Also return the label stacks.
+    out : path, optional
+        Parent of the run folders (default ``runs/`` in the working directory).
+    seed : int
+        Recorded in the run configs.
 
     Returns
     -------
     DataFrame (and dict when ``keep_labels``)
         Per condition, image, model and z: ``pixel_f1``, ``aji``, ``n_true``,
-        ``n_pred``, ``count_ratio`` (+ depth columns) and ``seconds`` (per stack).
-        The dict maps ``(condition, image, model)`` to labels.
+        ``n_pred``, ``count_ratio`` (+ depth columns) and ``seconds`` (network pass +
+        decoding per stack).  ``attrs``: ``skipped`` (models not found), ``failed``
+        (combinations the engine recorded as failed), ``runs`` (``{condition: run
+        folder}``).  The dict maps ``(condition, image, model)`` to labels.
     """
-    from ..clearing import per_depth_segmentation
-    from ..errors import ModelNotFoundError
-
-    frames, labels_out, skipped = [], {}, {}
-    jobs = [(c, e, m) for c, e in _iter(data) if e["labels"] is not None for m in models]
-    for cond, e, mname in tqdm(jobs, desc="segmenting stacks", leave=False):
-        if mname in skipped:
-            continue
-        backend, params, mode = _spec(mname, models[mname])
-        t0 = time.perf_counter()
-        try:
-            pred = segment_stack(e["image"], backend, params, mode)
-        except ModelNotFoundError as exc:
-            log.warning("model %s skipped: %s", mname, exc)
-            skipped[mname] = str(exc)
-            continue
-        dt = time.perf_counter() - t0
-        df = per_depth_segmentation(e["labels"], pred)
-        df.insert(0, "model", mname)
-        df.insert(0, "image", e["name"])
-        df.insert(0, "condition", cond)
-        df["seconds"] = round(dt, 3)
-        frames.append(df)
-        if keep_labels:
-            labels_out[(cond, e["name"], mname)] = pred
+    for name, spec in models.items():
+        _spec(name, spec)  # bad model entries fail before anything runs
+    usable, skipped = usable_models(models)
+    frames, labels_out, failed, runs = [], {}, [], {}
+    if usable:
+        for cond, entries in tqdm(list(data.items()), desc="segmenting conditions", leave=False):
+            entries = [e for e in entries if e["labels"] is not None]
+            if not entries:
+                continue
+            run_dir = _condition_run(cond, entries, usable, out, name=f"spheroid_clearing-{cond}", seed=seed,
+                                     description=_description(cond, usable))
+            runs[cond] = run_dir
+            res = depth_scores(run_dir, condition=cond, keep_labels=keep_labels,
+                               names={Path(e["path"]).name: e["name"] for e in entries})
+            df, labs = res if keep_labels else (res, {})
+            failed += df.attrs["failed"]
+            frames.append(df)
+            labels_out.update(labs)
+    frames = [f for f in frames if len(f)]
     if not frames:
-        raise ConfigError(f"no model could be run on stacks with truth labels (skipped: {skipped})")
-    out = pd.concat(frames, ignore_index=True)
+        raise ConfigError(f"no model could be run on stacks with truth labels (skipped: {skipped}, "
+                          f"failed: {failed})")
+    out_df = pd.concat(frames, ignore_index=True)
     if profiles is not None:
         depth = profiles[["condition", "image", "z", "percent_max_diameter", "depth_pct", "side"]]
-        out = out.merge(depth, on=["condition", "image", "z"], how="left")
-    out.attrs["skipped"] = skipped
-    return (out, labels_out) if keep_labels else out
+        out_df = out_df.merge(depth, on=["condition", "image", "z"], how="left")
+    out_df.attrs.update(skipped=skipped, failed=failed, runs=runs)
+    return (out_df, labels_out) if keep_labels else out_df
 
 
 # ----------------------------------------------------------------------------- transfer
@@ -393,11 +626,14 @@ def train_condition_unets(data: dict, out_dir, train_images: int = 1, seed: int 
 
 
 def transfer_matrix(data: dict, trained: pd.DataFrame, train_images: int = 1,
-                    unet_params: dict | None = None) -> pd.DataFrame:
+                    unet_params: dict | None = None, out=None, seed: int = 0) -> pd.DataFrame:
     """Models trained on condition A tested on condition B, for every A and B.
 
     Test stacks are those of B not used for training (see
-    :func:`train_condition_unets`); scores are pooled over their slices.
+    :func:`train_condition_unets`); scores are pooled over their slices.  The trained
+    models are applied by the run engine: one run per test condition B whose segmenters are
+    the trained models (``"model"``: the model folder, ``"slices": true``), named
+    ``trained_on_<A>``; ``attrs["runs"]`` maps B to its run folder.
 
     Parameters
     ----------
@@ -409,6 +645,10 @@ def transfer_matrix(data: dict, trained: pd.DataFrame, train_images: int = 1,
         Must equal the value used for training.
     unet_params : dict, optional
         Extra ``unet`` decoding parameters (``prob_threshold``, ``instances`` ...).
+    out : path, optional
+        Parent of the run folders (default ``runs/`` in the working directory).
+    seed : int
+        Recorded in the run configs.
 
     Returns
     -------
@@ -417,32 +657,53 @@ def transfer_matrix(data: dict, trained: pd.DataFrame, train_images: int = 1,
         ``aji`` (mean over slices holding truth nuclei), ``f1@0.5`` (object F1
         pooled over those slices), ``n_slices``.
     """
-    from ..clearing import per_depth_segmentation
+    from ..errors import SegmentationError
     from ..evaluate import match, pool
+    from ..io import read_labels
+    from ..science.clearing import per_depth_segmentation
 
+    if trained["condition"].duplicated().any():
+        raise ConfigError(f"trained: one model per condition, got {list(trained['condition'])}")
+    names = {f"trained_on_{tr['condition']}": tr["condition"] for _, tr in trained.iterrows()}
+    models = {name: {"backend": "unet", "params": {"model": str(Path(tr["model_dir"]).resolve()), "device": "cpu",
+                                                   **(unet_params or {})}}
+              for name, (_, tr) in zip(names, trained.iterrows())}
+    scores: dict[tuple[str, str], dict] = {}
+    runs = {}
+    for cond, entries in data.items():
+        _, test = _split_entries(entries, train_images)
+        run_dir = _condition_run(cond, test, models, out, name=f"spheroid_clearing-transfer-{cond}", seed=seed,
+                                 description=f"spheroid clearing transfer: the per-condition U-Nets tested on "
+                                             f"{cond!r}")
+        runs[cond] = run_dir
+        summary = _run_stacks(run_dir)
+        for row in summary.itertuples(index=False):
+            if row.status != "done":
+                raise SegmentationError(f"{row.segmenter} on {row.image} failed in {run_dir}: {row.error}")
+            if not isinstance(row.truth, str):
+                raise ConfigError(f"stack {row.image!r} of condition {cond!r} has no truth labels to test on")
+            acc = scores.setdefault((names[row.segmenter], cond), {"tp": 0, "fp_fn": 0, "ajis": [], "matchings": []})
+            gt = np.asarray(read_labels(row.truth))
+            pred = np.asarray(read_labels(run_dir / row.labels))
+            gf, pf = gt > 0, pred > 0
+            acc["tp"] += int(np.count_nonzero(gf & pf))
+            acc["fp_fn"] += int(np.count_nonzero(gf ^ pf))
+            per = per_depth_segmentation(gt, pred)
+            has = per["n_true"] > 0
+            acc["ajis"] += per.loc[has, "aji"].tolist()
+            acc["matchings"] += [match(gt[z], pred[z], 0.5) for z in np.flatnonzero(has.to_numpy())]
     rows = []
-    for _, tr in trained.iterrows():
-        params = {"model": tr["model_dir"], "device": "cpu", **(unet_params or {})}
-        for cond, entries in data.items():
-            _, test = _split_entries(entries, train_images)
-            tp = fp_fn = 0
-            ajis, matchings = [], []
-            for e in test:
-                pred = segment_stack(e["image"], "unet", params, mode="2d")
-                gt = e["labels"]
-                gf, pf = gt > 0, pred > 0
-                tp += int(np.count_nonzero(gf & pf))
-                fp_fn += int(np.count_nonzero(gf ^ pf))
-                per = per_depth_segmentation(gt, pred)
-                has = per["n_true"] > 0
-                ajis += per.loc[has, "aji"].tolist()
-                matchings += [match(gt[z], pred[z], 0.5) for z in np.flatnonzero(has.to_numpy())]
-            pooled = pool(matchings)
-            rows.append({"train": tr["condition"], "test": cond,
+    for a in trained["condition"]:
+        for b in data:
+            acc = scores[(a, b)]
+            tp, fp_fn, ajis = acc["tp"], acc["fp_fn"], acc["ajis"]
+            rows.append({"train": a, "test": b,
                          "pixel_f1": 2 * tp / (2 * tp + fp_fn) if tp + fp_fn else 1.0,
                          "aji": float(np.mean(ajis)) if ajis else float("nan"),
-                         "f1@0.5": float(pooled["f1"]), "n_slices": len(ajis)})
-    return pd.DataFrame(rows)
+                         "f1@0.5": float(pool(acc["matchings"])["f1"]), "n_slices": len(ajis)})
+    matrix = pd.DataFrame(rows)
+    matrix.attrs["runs"] = runs
+    return matrix
 
 
 # ----------------------------------------------------------------------------- figures
