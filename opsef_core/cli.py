@@ -105,14 +105,24 @@ def _execute(args: argparse.Namespace, config_path: Path | None) -> int:
             config = config.copy_with(**{"inputs.limit": args.limit})
     elif getattr(args, "limit", None):
         raise ConfigError("--limit cannot change a resumed run")
+    from .record import read_record
+    from .run.execute import exit_status
+
     run_dir = execute(config, out=args.out, resume=getattr(args, "resume", None), workers=args.workers,
                       scheduler=args.scheduler, progress=not args.no_progress and sys.stderr.isatty(),
-                      command_line=["opsef", *args.argv])
+                      command_line=["opsef", *args.argv], accept_changes=args.accept_changes)
     summary = ranking_summary(Path(run_dir))
     if summary:
         print(summary)
+    status = exit_status(run_dir)
+    if status:
+        record = read_record(run_dir)
+        bad = [it.id for it in record.items if it.status != "done"]
+        print(f"opsef: {record.status}: {len(bad)} of {len(record.items)} items not fully done "
+              f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); see summary.csv; "
+              f"finish with: opsef run --resume {run_dir}", file=sys.stderr)
     print(run_dir)
-    return 0
+    return status
 
 
 def ranking_summary(run_dir: Path, top: int = 5) -> str:
@@ -186,6 +196,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run images on a running dask scheduler, e.g. tcp://host:8786 "
                         "(a dask-jobqueue SLURMCluster's address on HPC)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--accept-changes", action="store_true",
+                   help="re-run a run.json or resume although input, truth or model files changed since "
+                        "the record (the new checksums are recorded)")
     p.add_argument("--limit", type=int, metavar="N", default=None,
                    help="only the first N images (for exploring a grid quickly)")
 
@@ -363,7 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 2 on bad input or config (one line on stderr).
+        0 on success; 2 on bad input or config, a changed input or model on re-run/resume, or a
+        run folder that cannot be written (one line on stderr); for ``opsef run``: 3 when some
+        items or combinations failed, 4 when every item failed; 130 Ctrl-C, 143 SIGTERM.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -375,7 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OpsefError as exc:
         print(f"opsef: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from .run.integrity import RunTerminated
+
+        if isinstance(exc, RunTerminated):
+            print("opsef: terminated (SIGTERM); finish with opsef run --resume RUN_DIR", file=sys.stderr)
+            return 143
         print("opsef: interrupted", file=sys.stderr)
         return 130
 

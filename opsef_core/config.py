@@ -284,6 +284,12 @@ class RunConfig(_Strict):
 
     _base_dir: Path | None = PrivateAttr(default=None)
     _source: Path | None = PrivateAttr(default=None)
+    _record: Path | None = PrivateAttr(default=None)
+
+    @property
+    def record_path(self) -> Path | None:
+        """The ``run.json`` this config was read from (a re-run), else None."""
+        return self._record
 
     @field_validator("schema_version")
     @classmethod
@@ -374,7 +380,7 @@ class RunConfig(_Strict):
         for key, value in self._path_fields().items():
             _set_dotted(data, key, str(self.resolve(value)))
         new = config_from_dict(data, where=str(self._source or "config"), check=False)
-        new._base_dir, new._source = self._base_dir, self._source
+        new._base_dir, new._source, new._record = self._base_dir, self._source, self._record
         return new
 
     def with_base_dir(self, base_dir: str | Path | None, source: str | Path | None = None) -> "RunConfig":
@@ -393,7 +399,7 @@ class RunConfig(_Strict):
                 d = d[p]
             d[last] = value
         new = config_from_dict(data, where=str(self._source or "config"))
-        new._base_dir, new._source = self._base_dir, self._source
+        new._base_dir, new._source, new._record = self._base_dir, self._source, self._record
         return new
 
     def to_json(self) -> str:
@@ -614,7 +620,9 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError("not a UTF-8 text file", path) from None
     base_dir = path.resolve().parent
     source = path
+    record = None
     if isinstance(data, dict) and data.get("kind") == "opsef-run-record":
+        record = path.resolve()
         if "config" not in data:
             raise ConfigError("run record has no 'config' section", path)
         resolved = data.get("resolved_paths") or {}
@@ -622,6 +630,7 @@ def load_config(path: str | Path) -> RunConfig:
         source = Path(data.get("config_path") or path)
         data = data["config"]
     cfg = config_from_dict(data, where=str(path))
+    cfg._record = record
     return cfg.with_base_dir(base_dir, source)
 
 

@@ -69,3 +69,11 @@ class SegmentationError(OpsefError):
 
 class RunFolderError(OpsefError):
     """A run folder that cannot be created, resumed or re-run."""
+
+
+class RecordMismatchError(RunFolderError):
+    """A re-run or resume whose inputs, models or recorded config differ from the run record."""
+
+
+class RunWriteError(RunFolderError):
+    """The run folder cannot be written (disk full, quota, read-only): the run stopped, resumable."""

@@ -172,9 +172,17 @@ class RunRecord(_Model):
     seed : int
     started, finished : str
         ISO timestamps in UTC (finished is None while running).
+    config_sha256 : str, optional
+        SHA-256 of ``config`` (canonical JSON): a resume refuses a config edited in this file.
     status : str
-        ``running``, ``completed``, ``completed_with_errors``, ``interrupted``
-        (Ctrl-C; finish it with ``resume``) or ``failed`` (an unexpected error).
+        ``running``, ``completed`` (every item done), ``completed_with_errors`` (some items or
+        combinations failed), ``interrupted`` (Ctrl-C or SIGTERM; finish it with ``resume``) or
+        ``failed`` (every item failed, or the run stopped: see ``error``).
+    error : str, optional
+        Why the run is ``failed`` or ``interrupted``.
+    changes_accepted : list of str
+        Differences from an earlier record accepted with ``--accept-changes`` (a re-run or
+        resume whose inputs or models changed), one line each.
     items : list of ItemStatus
     command_line : list of str
     execution : dict
@@ -184,6 +192,7 @@ class RunRecord(_Model):
     schema_version: int = RECORD_SCHEMA_VERSION
     kind: Literal["opsef-run-record"] = RECORD_KIND
     config: dict[str, Any]
+    config_sha256: str | None = None
     config_path: str | None = None
     resolved_paths: dict[str, str | None] = Field(default_factory=dict)
     run_dir: str
@@ -199,6 +208,8 @@ class RunRecord(_Model):
     started: str = Field(default_factory=utc_now)
     finished: str | None = None
     status: Literal["running", "completed", "completed_with_errors", "interrupted", "failed"] = "running"
+    error: str | None = None
+    changes_accepted: list[str] = Field(default_factory=list)
     items: list[ItemStatus] = Field(default_factory=list)
     command_line: list[str] = Field(default_factory=lambda: list(sys.argv))
     execution: dict[str, Any] = Field(default_factory=dict)
@@ -230,9 +241,12 @@ def new_record(config, run_dir: Path, combinations: list[dict], models: list[dic
         Workers/scheduler in effect.
     """
     from . import __version__
+    from .run.integrity import config_digest
 
+    data = config.model_dump(mode="json")
     return RunRecord(
-        config=config.model_dump(mode="json"),
+        config=data,
+        config_sha256=config_digest(data),
         config_path=str(config.source) if config.source else None,
         resolved_paths=config.resolved_paths(),
         run_dir=str(Path(run_dir).resolve()),

@@ -176,7 +176,11 @@ def test_dask_run_records_corrupt_file_and_resume_finishes(client, tmp_path):
     img = tifffile.imread(tmp_path / "data" / "images" / "img_0.tif")
     tifffile.imwrite(tmp_path / "data" / "images" / "img_bad.tif", img[::-1].copy(), imagej=True,
                      resolution=(2.0, 2.0), metadata={"unit": "um", "axes": "YX"})
-    again = execute(None, resume=run, scheduler=client.scheduler.address, progress=False)
+    from opsef_core.errors import RecordMismatchError
+
+    with pytest.raises(RecordMismatchError, match="img_bad.tif"):  # a changed input is never taken silently
+        execute(None, resume=run, scheduler=client.scheduler.address, progress=False)
+    again = execute(None, resume=run, scheduler=client.scheduler.address, progress=False, accept_changes=True)
     assert again == run
     rec = json.loads((run / "run.json").read_text())
     assert rec["status"] == "completed" and {it["status"] for it in rec["items"]} == {"done"}

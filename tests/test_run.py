@@ -380,4 +380,4 @@ def test_tile_shape_that_does_not_fit_the_image_is_recorded_not_raised(tmp_path)
     summary = pd.read_csv(run / "summary.csv")
     assert (summary["status"] == "failed").all()
     assert summary["error"].str.contains("tile_shape").all() and summary["error"].str.contains("YX").all()
-    assert json.loads((run / "run.json").read_text())["status"] == "completed_with_errors"
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"  # every item failed

@@ -280,3 +280,39 @@ def test_crop_window_applies_to_image_and_ground_truth(tmp_path):
     bad = cfg.copy_with(**{"inputs.crop": {"Y": [0, 10_000]}})
     summary = pd.read_csv(execute(bad, out=tmp_path / "runs", progress=False) / "summary.csv")
     assert (summary["status"] == "failed").all() and "exceeds the image's 256 pixels" in summary["error"].iloc[0]
+
+
+def test_plane_by_plane_runs_are_scored_plane_by_plane(tmp_path):
+    rng = np.random.default_rng(8)
+    yy, xx = np.mgrid[:48, :48]
+    zz = np.arange(6)[:, None, None]
+    truth = np.zeros((6, 48, 48), np.uint16)
+    for i, (cy, cx) in enumerate([(12, 12), (30, 34)], start=1):  # two balls through the stack
+        truth[(zz - 2.5) ** 2 / 9 + ((yy - cy) ** 2 + (xx - cx) ** 2) / 36 <= 1] = i
+    stack = (60 + 700 * (truth > 0) + rng.normal(0, 10, truth.shape)).clip(0).astype(np.uint16)
+    for d in ("data", "gt"):
+        (tmp_path / d).mkdir()
+    tifffile.imwrite(tmp_path / "data" / "s.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "gt" / "s.tif", truth, imagej=True, metadata={"axes": "ZYX"})
+    cfg = load_config(_config(tmp_path, {"path": "data", "ground_truth": "gt"}, segmenters=[
+        {"name": "planes", "backend": "classical", "params": {"sigma": 0.5, "min_size": 3}, "slices": True}]))
+    run = execute(cfg, out=tmp_path / "runs", progress=False)
+    m = pd.read_csv(run / "metrics.csv").iloc[0]
+    assert bool(m["scored_per_plane"])
+    n_sections = sum(len(np.unique(p[p > 0])) for p in truth)  # truth objects per plane, pooled
+    assert m["n_true"] == n_sections and m["f1@0.5"] > 0.9
+
+
+def test_unreadable_ground_truth_is_named_in_summary_and_ranking(tmp_path):
+    rng = np.random.default_rng(9)
+    for d in ("data", "gt"):
+        (tmp_path / d).mkdir()
+    img, lab = _blobs(rng)
+    tifffile.imwrite(tmp_path / "data" / "a.tif", img)
+    (tmp_path / "gt" / "a.tif").write_bytes(b"II*\x00" + b"\x00junk" * 8)
+    run = execute(_config(tmp_path, {"path": "data", "ground_truth": "gt"}), out=tmp_path / "runs",
+                  progress=False)
+    summary = pd.read_csv(run / "summary.csv")
+    assert summary["gt_error"].str.contains("ground truth").all() and not summary["scored"].any()
+    ranking = pd.read_csv(run / "ranking.csv")
+    assert (ranking["n_images"] == 0).all() and ranking["not_scored"].str.contains("ground truth: ").all()

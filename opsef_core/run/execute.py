@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..config import RunConfig, load_config
-from ..errors import ConfigError, RunFolderError, SegmentationError
+from ..errors import ConfigError, RecordMismatchError, RunFolderError, RunWriteError, SegmentationError
 from .folder import create_run_folder, load_marker, write_tables
 from .item import run_item
 from .plan import Item, plan, plan_items
 
-__all__ = ["execute"]
+__all__ = ["execute", "exit_status", "EXIT_STATUS"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def execute(
     scheduler: str | None = None,
     progress: bool = True,
     command_line: list[str] | None = None,
+    accept_changes: bool = False,
 ) -> Path:
     """Run a config and write a new run folder (or finish an interrupted one).
 
@@ -103,7 +104,8 @@ def execute(
     out : str or Path, optional
         Parent of the run folder (default ``runs/`` in the working directory).
     resume : str or Path, optional
-        An existing run folder to finish: items with a done-marker are skipped.
+        An existing run folder to finish: every item not fully done (failed or partial) is run
+        again; done items are kept.
     workers, scheduler : optional
         Override ``execution.workers`` / ``execution.scheduler``: with more
         than one worker or a scheduler address, images run on dask (see
@@ -112,33 +114,55 @@ def execute(
         Show a progress bar over images.
     command_line : list of str, optional
         Recorded in run.json (default ``sys.argv``).
+    accept_changes : bool
+        A re-run of a ``run.json`` or a resume whose input, ground-truth, class-mask or model
+        files changed since the record proceeds (the differences are logged and recorded in
+        ``changes_accepted``) instead of failing.
 
     Returns
     -------
     Path
-        The run folder.
+        The run folder.  ``run.json``'s ``status`` says whether everything was done
+        (``completed``), some items or combinations failed (``completed_with_errors``) or
+        every item failed (``failed``); :func:`exit_status` turns it into the CLI's exit code.
 
     Raises
     ------
     ConfigError, InputFileError, EmptyFolderError, ModelNotFoundError, RunFolderError
-        Before any image is processed, for a bad config, input path, model or
-        run folder.  Errors of single images are recorded, not raised.
+        Before any image is processed, for a bad config, input path, model or run folder.
+    RecordMismatchError
+        A re-run or resume whose files changed since the record (without ``accept_changes``),
+        or a resume of a run whose recorded config was edited.
+    RunWriteError
+        The run folder could not be written (disk full, ...): ``run.json`` says ``failed`` with
+        the reason when it can still be written; resume once the cause is fixed.
+    KeyboardInterrupt
+        Ctrl-C or SIGTERM (:class:`~opsef_core.run.integrity.RunTerminated`): recorded as
+        ``interrupted``.  Errors of single items are recorded, not raised.
     """
     from ..record import ItemStatus, new_record, read_record, utc_now, write_record
+    from .integrity import RunLock, config_digest, terminate_as_interrupt, verify_record
 
     if isinstance(config, (str, Path)):
         config = load_config(config)
     record = None
+    earlier = None  # the record this run must agree with (a re-run or a resume)
     if resume is not None:
         run_dir = Path(resume)
         record = read_record(run_dir)
+        if record.config_sha256 is not None and config_digest(record.config) != record.config_sha256:
+            raise RecordMismatchError("the config recorded in run.json was edited after the run started; "
+                                      "start a new run with the edited config instead", run_dir / "run.json")
         recorded = load_config(run_dir / "run.json")
         if config is not None and config.model_dump(mode="json") != recorded.model_dump(mode="json"):
             raise RunFolderError("the config differs from the one recorded in run.json; "
                                  "resume without a config or start a new run", run_dir)
         config = recorded
+        earlier = record
     if config is None:
         raise ConfigError("no config given (pass a config, or resume=RUN_FOLDER)")
+    if earlier is None and config.record_path is not None:
+        earlier = read_record(config.record_path)
     workers = workers or config.execution.workers
     scheduler = scheduler or config.execution.scheduler
     given = config
@@ -158,32 +182,51 @@ def execute(
         p = seg.params(c.params)
         desc = seg.describe_model(p)
         models.append({"segmenter": c.segmenter, "setting": c.setting_id, **desc, **_device_entry(c.backend, p)})
+    files: dict[str, str] = {}  # one entry (one checksum) per file, however many items it gives
+    for it in items:
+        files.setdefault(it.path, "input")
+        if it.ground_truth:
+            files.setdefault(it.ground_truth, "ground_truth")
+        if it.class_mask:
+            files.setdefault(it.class_mask, "class_mask")
+    accepted = verify_record(earlier, files, models, accept=accept_changes) if earlier is not None else []
 
     if record is None:
         run_dir = create_run_folder(out if out is not None else Path.cwd() / "runs", config.stem)
-        files = {}  # one entry (one checksum) per file, however many items it gives
-        for it in items:
-            files.setdefault(it.path, "input")
-            if it.ground_truth:
-                files.setdefault(it.ground_truth, "ground_truth")
-            if it.class_mask:
-                files.setdefault(it.class_mask, "class_mask")
-        inputs = [_file_entry(path, role) for path, role in files.items()]
-        record = new_record(given, run_dir, [c.as_dict() for c in combos], models, inputs,
+        record = new_record(given, run_dir, [c.as_dict() for c in combos], models,
+                            [_file_entry(path, role) for path, role in files.items()],
                             command_line=command_line, execution={"workers": workers, "scheduler": scheduler})
         record.items = [ItemStatus(id=it.id, image=it.id, path=it.path, series=it.series, t=it.t,
                                    n_combinations=len(combos)) for it in items]
-    else:
-        record.status = "running"
-        record.finished = None
-        record.resumed.append(utc_now())
-    write_record(record, run_dir)
-    logger.info("run folder %s: %d items x %d combinations", run_dir, len(items), len(combos))
+        record.changes_accepted = accepted
+    lock = RunLock(run_dir).acquire()  # one writer per run folder (a second resume fails here)
+    try:
+        if resume is not None:
+            record.status, record.finished, record.error = "running", None, None
+            record.resumed.append(utc_now())
+            if accepted:  # the files now are the ones this run reads: record their checksums
+                record.inputs = [_file_entry(path, role) for path, role in files.items()]
+                record.models = models
+                record.changes_accepted += accepted
+        write_record(record, run_dir)
+        logger.info("run folder %s: %d items x %d combinations", run_dir, len(items), len(combos))
+        with terminate_as_interrupt():
+            _run_items(config, record, run_dir, items, combos, resume is not None, workers, scheduler, progress)
+    finally:
+        lock.release()
+    return run_dir
+
+
+def _run_items(config: RunConfig, record, run_dir: Path, items: list[Item], combos: list, resume: bool,
+               workers, scheduler, progress: bool) -> None:
+    """Run the items not yet done, keep ``run.json`` current, write the tables."""
+    from ..record import ItemStatus, utc_now, write_record
+    from .integrity import RunTerminated, is_write_failure
 
     results: dict[str, dict] = {}
     todo = []
     for it in items:
-        marker = load_marker(run_dir, it) if resume is not None else None
+        marker = load_marker(run_dir, it) if resume else None
         if marker is not None:
             results[it.id] = marker
             st = record.item(it.id)
@@ -191,7 +234,7 @@ def execute(
                 st.resumed = True
         else:
             todo.append(it)
-    if resume is not None:
+    if resume:
         logger.info("resuming %s: %d of %d items already done", run_dir, len(items) - len(todo), len(items))
 
     def _one(it: Item) -> dict:
@@ -216,20 +259,54 @@ def execute(
             st.error = res["error"]
             st.n_failed = sum(r["status"] != "done" for r in res["summary"])
             write_record(record, run_dir)
+        ordered = [results[it.id] for it in items if it.id in results]
+        write_tables(config, run_dir, ordered, combos, items)
     except BaseException as exc:
-        record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        write_failure = is_write_failure(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            record.status = "interrupted"
+            record.error = str(exc) if isinstance(exc, RunTerminated) else "interrupted (Ctrl-C)"
+        else:
+            record.status = "failed"
+            record.error = (f"cannot write the run folder: {_strerror(exc)}" if write_failure
+                            else f"{type(exc).__name__}: {exc}")
         record.finished = utc_now()
-        write_record(record, run_dir)
+        try:
+            write_record(record, run_dir)
+        except OSError as again:  # the disk is still full: run.json keeps its last consistent state
+            logger.error("could not record the failure in run.json: %s", again)
+        if write_failure:
+            raise RunWriteError(f"{record.error}; the run stopped, finish it once fixed with "
+                                f"opsef run --resume {run_dir}", run_dir) from exc
         raise
-
-    ordered = [results[it.id] for it in items if it.id in results]
-    write_tables(config, run_dir, ordered, combos, items)
-    record.finished = utc_now()
-    record.status = "completed" if all(r["status"] == "done" for r in ordered) else "completed_with_errors"
-    write_record(record, run_dir)
     n_bad = sum(r["status"] != "done" for r in ordered)
+    all_failed = bool(ordered) and all(r["status"] == "failed" for r in ordered)
+    record.finished = utc_now()
+    record.status = "completed" if n_bad == 0 else ("failed" if all_failed else "completed_with_errors")
+    record.error = "every item failed; see summary.csv" if all_failed else None
+    write_record(record, run_dir)
     if n_bad:
         logger.warning("%d of %d items had failures; see summary.csv", n_bad, len(ordered))
-    return run_dir
 
 
+def _strerror(exc: BaseException) -> str:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.strerror:
+            return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+        exc = exc.__cause__ or exc.__context__
+    return str(exc)
+
+
+#: exit status of ``opsef run`` by the record's status (README, "Exit status")
+EXIT_STATUS = {"completed": 0, "completed_with_errors": 3, "failed": 4, "interrupted": 130, "running": 1}
+
+
+def exit_status(run_dir: str | Path) -> int:
+    """The exit status ``opsef run`` reports for a finished run folder.
+
+    0 every item and combination done; 3 some items or combinations failed; 4 every item
+    failed; 130 interrupted.  (2, bad input or config, is raised before a run starts.)
+    """
+    from ..record import read_record
+
+    return EXIT_STATUS.get(read_record(run_dir).status, 1)

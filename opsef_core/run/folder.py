@@ -58,7 +58,8 @@ def create_run_folder(out: str | Path, stem: str, now: datetime | None = None) -
 
 
 def load_marker(run_dir: Path, item: Item) -> dict | None:
-    """The done-marker of an item (its result), or None when absent or unreadable."""
+    """The done-marker of a fully done item (its result); None when absent, unreadable, or the
+    item is ``partial`` or ``failed`` (a resume runs those again)."""
     path = run_dir / ITEMS_DIR / f"{item.id}.json"
     if not path.is_file():
         return None
@@ -66,7 +67,7 @@ def load_marker(run_dir: Path, item: Item) -> dict | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError):
         return None
-    if data.get("id") != item.id or data.get("status") not in ("done", "partial"):
+    if data.get("id") != item.id or data.get("status") != "done":  # partial and failed items run again
         return None
     return data
 
@@ -96,7 +97,8 @@ def _ranking(config: RunConfig, metrics, summary, combos: list[Combination], n_g
             reasons.append("")
             continue
         rows = summary[summary["combination"] == cid] if len(summary) else summary
-        errs = [str(e) for e in rows.get("error", pd.Series(dtype=object)).dropna().unique() if str(e)]
+        errs = [str(e) for col in ("gt_error", "error")
+                for e in rows.get(col, pd.Series(dtype=object)).dropna().unique() if str(e)]
         why = (errs[0] + (f" (and {len(errs) - 1} other errors)" if len(errs) > 1 else "")) if errs \
             else "no ground truth matched"
         reasons.append(f"scored on {n} of {n_gt} images: {why}")

@@ -115,6 +115,15 @@ def crop_labels(labels: np.ndarray, axes: str, crop: dict | None, source) -> np.
     return labels[tuple(window.get(a, slice(None)) for a in axes)]
 
 
+def _reraise_write_failure(exc: BaseException) -> None:
+    """Re-raise an error that makes the run folder unwritable (disk full, ...): the run must stop
+    (and be resumed), not record every later combination as failed one by one."""
+    from .integrity import is_write_failure
+
+    if is_write_failure(exc):
+        raise exc
+
+
 def _display_plane(image) -> np.ndarray:
     """The spatial array shown in overlays: channel 0 of multichannel images."""
     return np.asarray(image.sel(c=0).data if "C" in image.axes else image.data)
@@ -215,6 +224,18 @@ class _ItemContext:
     gt: np.ndarray | None
     measurements: list = field(default_factory=list)
     metrics: list = field(default_factory=list)
+    _gt_planes: np.ndarray | None = None
+
+    def truth_for(self, c: Combination) -> np.ndarray | None:
+        """The ground truth a combination is scored against.  A plane-by-plane (``slices``)
+        segmentation is scored plane by plane: each truth object's cross-section in each plane
+        becomes an object of its own, so matching (pooled over the planes) never compares a
+        2D fragment with a whole 3D object."""
+        if self.gt is None or not c.slices or self.gt.ndim != 3:
+            return self.gt
+        if self._gt_planes is None:
+            self._gt_planes = _stack_planes(list(self.gt))
+        return self._gt_planes
     counts: dict = field(default_factory=lambda: {"preprocess": 0, "network": 0, "decode": 0})
 
 
@@ -298,6 +319,7 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
                           suptitle=item.id)
             fig.clear()
         except Exception as exc:  # noqa: BLE001
+            _reraise_write_failure(exc)
             logger.error("montage of %s failed: %s", item.id, _err(exc))
             item_error = f"montage: {_err(exc)}"
     n_failed = sum(r.status != "done" for r in results.values())
@@ -317,6 +339,7 @@ def _run_pipeline(ctx: _ItemContext, combos: list[Combination], results: dict) -
         pre = Pipeline.from_dict(combos[0].pipeline_spec).apply(ctx.image)
         ctx.counts["preprocess"] += 1
     except Exception as exc:  # noqa: BLE001
+        _reraise_write_failure(exc)
         msg = f"preprocessing {combos[0].pipeline!r}: {_err(exc)}"
         logger.warning("%s: %s", item.id, msg)
         for c in combos:
@@ -350,6 +373,7 @@ def _run_pipeline(ctx: _ItemContext, combos: list[Combination], results: dict) -
                 panels[c.setting_id] = labels
                 res.status = "done"
             except Exception as exc:  # noqa: BLE001
+                _reraise_write_failure(exc)
                 if not isinstance(exc, OpsefError):
                     logger.error("%s / %s failed:\n%s", item.id, c.id, traceback.format_exc())
                 res.error = _err(exc)
@@ -372,6 +396,7 @@ def _segment_group(ctx: _ItemContext, group: list[Combination], pre, tiled: bool
             try:
                 yield None, c, _segment_tiled(ctx, c, pre, results[c.id])
             except Exception as exc:  # noqa: BLE001
+                _reraise_write_failure(exc)
                 results[c.id].error = _err(exc)
                 yield None, c, None
         return
@@ -390,6 +415,7 @@ def _segment_group(ctx: _ItemContext, group: list[Combination], pre, tiled: bool
             preds.append(seg.predict(plane, seg.params(group[0].params)))
             ctx.counts["network"] += 1
     except Exception as exc:  # noqa: BLE001
+        _reraise_write_failure(exc)
         msg = f"{group[0].backend} network pass: {_err(exc)}"
         logger.warning("%s / %s: %s", item.id, group[0].pipeline, msg)
         for c in group:
@@ -408,6 +434,7 @@ def _segment_group(ctx: _ItemContext, group: list[Combination], pre, tiled: bool
             else:
                 labels = np.asarray(seg.decode(preds[0], pre, p))
         except Exception as exc:  # noqa: BLE001
+            _reraise_write_failure(exc)
             if not isinstance(exc, OpsefError):
                 logger.error("%s / %s decoding failed:\n%s", item.id, c.id, traceback.format_exc())
             res.error = f"decoding: {_err(exc)}"
@@ -454,6 +481,7 @@ def _segment_tiled(ctx: _ItemContext, c: Combination, pre, res: CombinationResul
         labels, info = segment_tiled_image(pre, c.backend, c.params, tile_shape=tiling.tile_shape,
                                            overlap=tiling.overlap, progress=False, return_info=True)
     except Exception as exc:  # noqa: BLE001
+        _reraise_write_failure(exc)
         if not isinstance(exc, OpsefError):
             logger.error("%s / %s tiled segmentation failed:\n%s", ctx.item.id, c.id, traceback.format_exc())
         raise SegmentationError(f"tiled segmentation: {_err(exc)}") from exc
@@ -533,7 +561,9 @@ def _write_combination(ctx: _ItemContext, res: CombinationResult, pre, display: 
         else:
             from .. import evaluate
 
-            ctx.metrics.append({**cols, **evaluate.image_metrics(ctx.gt, final, config.evaluation.thresholds)})
+            truth = ctx.truth_for(c)
+            ctx.metrics.append({**cols, "scored_per_plane": truth is not ctx.gt,
+                                **evaluate.image_metrics(truth, final, config.evaluation.thresholds)})
             res.scored = True
 
 
