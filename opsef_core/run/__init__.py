@@ -20,7 +20,7 @@ The one path that records, caches network passes, scales out, tiles and resumes.
   ``measurements.csv``, ``metrics.csv``, ``ranking.csv`` / ``ranking.png``.
 """
 
-from .execute import execute
+from .execute import execute, execute_config, exit_status
 from .folder import ITEMS_DIR, RANK_GROUP, create_run_folder
 from .item import CombinationResult, load_input, run_item, to_input_grid
 from .plan import Combination, Item, plan, plan_items, plan_table, slug
@@ -35,6 +35,8 @@ __all__ = [
     "plan_items",
     "plan_table",
     "execute",
+    "execute_config",
+    "exit_status",
     "run_item",
     "load_input",
     "to_input_grid",

@@ -13,7 +13,7 @@ from .folder import create_run_folder, load_marker, write_tables
 from .item import run_item
 from .plan import Item, plan, plan_items
 
-__all__ = ["execute", "exit_status", "EXIT_STATUS"]
+__all__ = ["execute", "execute_config", "exit_status", "EXIT_STATUS"]
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +215,36 @@ def execute(
     finally:
         lock.release()
     return run_dir
+
+
+def execute_config(config: dict, out: str | Path, base_dir: str | Path | None = None) -> Path:
+    """Validate a config dict and run it with :func:`execute` (how workflows and notebooks run).
+
+    Parameters
+    ----------
+    config : dict
+        A run config (the schema of ``configs/*.json``).
+    out : path
+        Parent of the new run folder (e.g. a notebook's run folder).
+    base_dir : path, optional
+        Folder relative paths in the config resolve against (default: the working directory).
+
+    Returns
+    -------
+    Path
+        The run folder; its ``run.json`` repeats the run (``opsef run RUN/run.json``).
+
+    Raises
+    ------
+    ConfigError, InputFileError, EmptyFolderError, ModelNotFoundError
+        As :func:`execute`.
+    """
+    from ..config import config_from_dict
+
+    name = config.get("name") or "config" if isinstance(config, dict) else "config"
+    cfg = config_from_dict(config, where=f"{name} config")
+    cfg.with_base_dir(Path(base_dir) if base_dir is not None else Path.cwd())
+    return execute(cfg, out=out, progress=False, command_line=["opsef_core.run.execute_config", str(name)])
 
 
 def _run_items(config: RunConfig, record, run_dir: Path, items: list[Item], combos: list, resume: bool,

@@ -38,6 +38,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, EmptyFolderError, InputFileError
+from ..run.execute import execute_config
 
 __all__ = [
     "CONTRAST_METRICS",
@@ -357,19 +358,6 @@ def _description(condition: str, models: dict) -> str:
     return (f"Spheroid clearing, condition {condition!r}: nuclei segmented by {names}, scored against the "
             "truth; what notebooks/spheroid_clearing runs per condition (the other condition: the same "
             "config with inputs.path and inputs.ground_truth in its folder)")
-
-
-def execute_config(config: dict, out, base_dir=None) -> Path:
-    """Validate a config dict and run it with :func:`opsef_core.run.execute`; returns the run folder.
-
-    Relative paths of ``config`` resolve against ``base_dir`` (default: the working directory).
-    """
-    from ..config import config_from_dict
-    from ..run import execute
-
-    cfg = config_from_dict(config, where=f"{config.get('name', 'spheroid_clearing')} config")
-    cfg.with_base_dir(Path(base_dir) if base_dir is not None else Path.cwd())
-    return execute(cfg, out=out, progress=False, command_line=["opsef_core.workflows.clearing"])
 
 
 def _condition_run(cond: str, entries: list, models: dict, out, name: str, description: str,

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InputFileError, OpsefError, RunFolderError
+from ..run.execute import execute_config
 from ..viz import new_figure
 
 __all__ = [
@@ -331,28 +332,7 @@ def run_config(data_dir: str | Path, settings: Sequence[Mapping], *, scale: floa
     }
 
 
-def execute_run(config: dict, out: str | Path, base_dir: str | Path | None = None) -> Path:
-    """Validate a config dict (:func:`run_config`) and run it with :func:`opsef_core.run.execute`.
-
-    Parameters
-    ----------
-    config : dict
-    out : path
-        Parent of the run folder (e.g. the notebook's run folder).
-    base_dir : path, optional
-        Folder relative paths in the config resolve against (default: the working directory).
-
-    Returns
-    -------
-    Path
-        The run folder (its ``run.json`` repeats the run: ``opsef run RUN/run.json``).
-    """
-    from ..config import config_from_dict
-    from ..run import execute
-
-    cfg = config_from_dict(config, where=f"{config.get('name', 'debris')} config")
-    cfg.with_base_dir(Path(base_dir) if base_dir is not None else Path.cwd())
-    return execute(cfg, out=out, progress=False, command_line=["opsef_core.workflows.debris"])
+execute_run = execute_config  # the engine's one way to run a config dict
 
 
 # ----------------------------------------------------------------------------- reading the run

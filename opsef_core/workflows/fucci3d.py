@@ -348,7 +348,8 @@ def run_fucci(config: dict, out: str | Path, base_dir: str | Path | None = None)
         ``metrics.csv`` with truth) and the models left out (``name, backend, model,
         reason``; see :func:`opsef_core.workflows.quickstart.usable_models`).
     """
-    from .quickstart import execute_config, usable_models
+    from ..run.execute import execute_config
+    from .quickstart import usable_models
 
     usable, skipped = usable_models(config["segmenters"])
     cfg = {**config, "segmenters": [{k: v for k, v in s.items() if k != "sweep" or v} for s in usable]}

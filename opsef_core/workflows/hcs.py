@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InputFileError, RunFolderError
+from ..run.execute import execute_config
 
 __all__ = [
     "TARGETS",
@@ -268,24 +269,7 @@ def fusion_config(data_dir: str | Path, target: str, cellpose_params: Mapping, c
     }
 
 
-def run_fusion(config: dict, out: str | Path, base_dir: str | Path | None = None) -> Path:
-    """Validate a config dict and run it with :func:`opsef_core.run.execute`; returns the run folder.
-
-    Parameters
-    ----------
-    config : dict
-        From :func:`fusion_config`.
-    out : path
-        Parent of the run folder.
-    base_dir : path, optional
-        Folder relative paths in the config resolve against (default: the working directory).
-    """
-    from ..config import config_from_dict
-    from ..run import execute
-
-    cfg = config_from_dict(config, where=f"{config.get('name', 'hcs')} config")
-    cfg.with_base_dir(Path(base_dir) if base_dir is not None else Path.cwd())
-    return execute(cfg, out=out, progress=False, command_line=["opsef_core.workflows.hcs"])
+run_fusion = execute_config  # the engine's one way to run a config dict
 
 
 # ----------------------------------------------------------------------------- reading runs

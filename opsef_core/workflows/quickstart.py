@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, ModelNotFoundError, RunFolderError
+from ..run.execute import execute_config
 
 __all__ = [
     "SCALE_KEYS",
@@ -205,31 +206,6 @@ def explore_config(
         "evaluation": {"rank_by": "f1@0.5"},
         "seed": int(seed),
     }
-
-
-def execute_config(config: dict, out: str | Path, base_dir: str | Path | None = None) -> Path:
-    """Validate a config dict and run it; returns the new run folder.
-
-    Parameters
-    ----------
-    config : dict
-        A run config.
-    out : path
-        Parent of the run folder.
-    base_dir : path, optional
-        Folder relative paths in the config resolve against (default: the working directory).
-
-    Raises
-    ------
-    ConfigError, InputFileError, EmptyFolderError, ModelNotFoundError
-        As :func:`opsef_core.run.execute`.
-    """
-    from ..config import config_from_dict
-    from ..run import execute
-
-    cfg = config_from_dict(config, where=f"{config.get('name', 'quickstart')} config")
-    cfg.with_base_dir(Path(base_dir) if base_dir is not None else Path.cwd())
-    return execute(cfg, out=out, progress=False, command_line=["opsef_core.workflows.quickstart"])
 
 
 # ----------------------------------------------------------------------------- choosing
