@@ -96,12 +96,10 @@ def tophat(arr: np.ndarray, p: TophatParams, spacing: tuple) -> np.ndarray:
     return white_tophat(arr, footprint(p.radius, spacing, p.footprint, p.anisotropic))
 
 
-class SubtractTophatParams(StepParams):
-    """Parameters of ``subtract_tophat``."""
+class SubtractTophatParams(TophatParams):
+    """Parameters of ``subtract_tophat`` (those of ``tophat``, radius 1 by default)."""
 
     radius: int = Field(1, ge=1, le=200, description="structuring element radius in X pixels")
-    footprint: Literal["disk", "square"] = Field("disk", description="disk (ball in 3D) or square (cube)")
-    anisotropic: bool = Field(False, description="scale the radius along Z/Y by the pixel size (3D)")
 
 
 @register_step("subtract_tophat", SubtractTophatParams, "2d3d", headline=("radius",), abbrev={"radius": "r"})
@@ -110,7 +108,8 @@ def subtract_tophat(arr: np.ndarray, p: SubtractTophatParams, spacing: tuple) ->
     """Remove bright specks smaller than the element: the image minus its white top-hat, at least 0 (2D/3D).
 
     The white top-hat of a small disk/ball *is* the bright structures the element does not fit
-    into (e.g. 2×2×2 artefacts for radius 1); it is subtracted and negative results set to 0.
+    into (e.g. 2×2×2 artefacts for radius 1); it is subtracted and negative results set to 0
+    (the result is the grey-scale opening of the image).
     Float data are computed in their own dtype (``clip(a - white_tophat(a), 0)``), integer
     data in float64, rounded and clipped to the dtype; keeps dtype.
     """
