@@ -110,7 +110,8 @@ def _execute(args: argparse.Namespace, config_path: Path | None) -> int:
 
     run_dir = execute(config, out=args.out, resume=getattr(args, "resume", None), workers=args.workers,
                       scheduler=args.scheduler, progress=not args.no_progress and sys.stderr.isatty(),
-                      command_line=["opsef", *args.argv], accept_changes=args.accept_changes)
+                      command_line=["opsef", *args.argv], accept_changes=args.accept_changes,
+                      allow_large=args.allow_large)
     summary = ranking_summary(Path(run_dir))
     if summary:
         print(summary)
@@ -187,15 +188,28 @@ def ranking_summary(run_dir: Path, top: int = 5) -> str:
     return "\n".join(lines)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--workers 0`` is refused, not read as the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="parent folder of the new run folder (default: ./runs)")
-    p.add_argument("--workers", type=int, metavar="N", default=None,
+    p.add_argument("--workers", type=_positive_int, metavar="N", default=None,
                    help="run images on a local dask cluster of N worker processes")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="run images on a running dask scheduler, e.g. tcp://host:8786 "
                         "(a dask-jobqueue SLURMCluster's address on HPC)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run a grid of more than 10,000 combinations (refused by default)")
     p.add_argument("--accept-changes", action="store_true",
                    help="re-run a run.json or resume although input, truth or model files changed since "
                         "the record (the new checksums are recorded)")
@@ -222,6 +236,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- plan
 def _args_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", type=Path, metavar="CONFIG.json", help="the run config to expand")
+    p.add_argument("--allow-large", action="store_true",
+                   help="list a grid of more than 10,000 combinations too")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -229,7 +245,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .config import load_config
     from .run import plan_table
 
-    print(plan_table(load_config(args.config)))
+    print(plan_table(load_config(args.config), allow_large=args.allow_large))
     return 0
 
 

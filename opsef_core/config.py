@@ -18,7 +18,7 @@ import difflib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -225,6 +225,20 @@ class EvaluationConfig(_Strict):
             raise ValueError("thresholds must be a non-empty list of values in (0, 1]")
         return v
 
+    @model_validator(mode="after")
+    def _known_metric(self):
+        """``rank_by`` must be a column ``metrics.csv`` will have (checked before any compute)."""
+        from .evaluate.report import metric_names
+
+        names = metric_names(self.thresholds)
+        if self.rank_by not in names:
+            close = difflib.get_close_matches(self.rank_by, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ValueError(f"rank_by {self.rank_by!r} is not a metric of these thresholds "
+                             f"(f1@T, precision@T, recall@T, accuracy@T, panoptic_quality@T for T in "
+                             f"thresholds, aji, pixel_f1, ...){hint}")
+        return self
+
 
 class TilingConfig(_Strict):
     """Segment images larger than one tile tile by tile (:func:`opsef_core.tiling.segment_tiled_image`).
@@ -241,6 +255,9 @@ class TilingConfig(_Strict):
     tile_shape: int | list[int] = 1024
     overlap: int | list[int] = 64
 
+    #: smallest tile edge accepted (a 1-pixel tile is never what anyone meant)
+    MIN_TILE: ClassVar[int] = 16
+
     @field_validator("tile_shape", "overlap")
     @classmethod
     def _positive(cls, v, info):
@@ -248,6 +265,23 @@ class TilingConfig(_Strict):
         if not vals or any(x < (1 if info.field_name == "tile_shape" else 0) for x in vals):
             raise ValueError(f"{info.field_name} must be positive integers, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _tiles_hold_more_than_their_halo(self):
+        tiles = [self.tile_shape] if isinstance(self.tile_shape, int) else list(self.tile_shape)
+        overlaps = [self.overlap] if isinstance(self.overlap, int) else list(self.overlap)
+        if len(overlaps) > 1 and len(tiles) > 1 and len(overlaps) != len(tiles):
+            raise ValueError(f"tile_shape {self.tile_shape} and overlap {self.overlap} need the same axes")
+        n = max(len(tiles), len(overlaps))
+        tiles = tiles * n if len(tiles) == 1 else tiles
+        overlaps = overlaps * n if len(overlaps) == 1 else overlaps
+        for t, o in zip(tiles, overlaps):
+            if t < self.MIN_TILE:
+                raise ValueError(f"tile_shape {self.tile_shape}: tiles must be at least {self.MIN_TILE} pixels")
+            if t <= 2 * o:
+                raise ValueError(f"tile_shape {self.tile_shape} must exceed twice the overlap {self.overlap} "
+                                 f"(each tile needs pixels of its own besides its context)")
+        return self
 
 
 class ExecutionConfig(_Strict):
@@ -342,7 +376,11 @@ class RunConfig(_Strict):
         if path is None:
             return None
         p = Path(path).expanduser()
-        return (p if p.is_absolute() else self.base_dir / p).resolve()
+        p = p if p.is_absolute() else self.base_dir / p
+        try:
+            return p.resolve()
+        except (RuntimeError, OSError) as exc:  # a symlink loop, an unreadable mount
+            raise ConfigError(f"cannot resolve the path ({exc})", p) from None
 
     def _path_fields(self) -> dict[str, str]:
         """Every path a config names, by dotted key: inputs, ground truth, class masks, and
@@ -507,7 +545,15 @@ def _check_segmenters(cfg: RunConfig, where: str) -> None:
                 raise ConfigError(
                     f"segmenters[{i}].{part}.{key}: unknown parameter of backend {s.backend!r}"
                     + _suggest(key, known), where)
-        for values in expand_sweep(s.sweep):
+        n_settings = 1
+        for vals in s.sweep.values():
+            n_settings *= len(vals)
+        # a large sweep is checked value by value (each with the others' first values), so a
+        # config of a million settings loads in milliseconds; plan() validates every setting
+        settings = expand_sweep(s.sweep) if n_settings <= 1000 else [
+            {**{k: v[0] for k, v in s.sweep.items()}, key: value}
+            for key, vals in s.sweep.items() for value in vals]
+        for values in settings:
             try:
                 seg.Params.model_validate({**segmenter_defaults(cfg, seg), **s.params, **values})
             except ValidationError as exc:

@@ -199,3 +199,64 @@ def test_sigterm_is_recorded_as_interrupted_and_resumable(tmp_path):
     execute(None, resume=run, progress=False)
     assert read_record(run).status == "completed"
     assert len(pd.read_csv(run / "summary.csv")) == 40 * 2
+
+
+def test_numbers_and_bounds_of_a_config_are_checked_before_any_compute(tmp_path, capsys):
+    cfg = json.loads(_dataset(tmp_path / "d").read_text())
+    from opsef_core.config import config_from_dict
+    from opsef_core.errors import ConfigError
+
+    base = {**cfg, "inputs": {"path": str(tmp_path / "d" / "images")}}
+    with pytest.raises(ConfigError, match="rank_by 'f1@0.3' is not a metric"):
+        config_from_dict({**base, "evaluation": {"rank_by": "f1@0.3"}})
+    with pytest.raises(ConfigError, match="at least 16"):
+        config_from_dict({**base, "execution": {"tiling": {"tile_shape": 1, "overlap": 0}}})
+    with pytest.raises(ConfigError, match="twice the overlap"):
+        config_from_dict({**base, "execution": {"tiling": {"tile_shape": 64, "overlap": 32}}})
+    with pytest.raises(SystemExit):
+        main(["run", str(tmp_path / "d" / "cfg.json"), "--workers", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_tiles_smaller_than_the_objects_fail_the_combination(tmp_path):
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    yy, xx = np.mgrid[:96, :96]
+    big = ((yy - 48) ** 2 + (xx - 48) ** 2 <= 30 ** 2)  # a 60 px object, overlap 4
+    tifffile.imwrite(root / "images" / "big.tif", (50 + 600 * big).astype(np.uint16))
+    cfg = {"inputs": {"path": "images"}, "pipelines": [{"name": "raw", "steps": []}],
+           "segmenters": [{"name": "c", "backend": "classical",
+                           "params": {"threshold": 0.5, "normalize_limits": [0, 700]}}],
+           "execution": {"tiling": {"tile_shape": 32, "overlap": 4}}, "outputs": {"montage": False}}
+    (root / "cfg.json").write_text(json.dumps(cfg))
+    run = execute(root / "cfg.json", out=tmp_path / "runs", progress=False)
+    row = pd.read_csv(run / "summary.csv").iloc[0]
+    assert row["status"] == "failed" and "reach the tile overlap" in row["error"]
+
+
+def test_a_million_combinations_are_refused_at_once(tmp_path, capsys):
+    cfg = json.loads(_dataset(tmp_path / "d").read_text())
+    cfg["segmenters"][0]["sweep"] = {"h": [0.5 + i / 1000 for i in range(1000)],
+                                     "min_size": list(range(1, 1001))}
+    path = tmp_path / "d" / "huge.json"
+    path.write_text(json.dumps(cfg))
+    t0 = time.perf_counter()
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert time.perf_counter() - t0 < 1.0
+    assert "1,000,000 combinations: more than the limit of 10,000" in out
+    assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-large" in err and not (tmp_path / "runs").exists()
+
+
+def test_a_symlink_loop_as_input_is_one_clear_line(tmp_path, capsys):
+    cfg = json.loads(_dataset(tmp_path / "d").read_text())
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    cfg["inputs"] = {"path": str(tmp_path / "loop_a")}
+    path = tmp_path / "loop.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "loop_a" in err[0]

@@ -23,6 +23,13 @@ def _tkey(t: float) -> str:
     return f"{t:g}"
 
 
+def metric_names(thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> list[str]:
+    """The columns :func:`image_metrics` gives for these thresholds (what ``rank_by`` may name)."""
+    names = ["n_true", "n_pred", "aji", *(f"pixel_{k}" for k in ("precision", "recall", "f1", "iou"))]
+    names += [f"{k}@{_tkey(t)}" for t in thresholds for k in ("tp", "fp", "fn", *_RATE_KEYS)]
+    return names
+
+
 def image_metrics(
     gt: np.ndarray,
     pred: np.ndarray,

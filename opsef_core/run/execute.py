@@ -93,6 +93,7 @@ def execute(
     progress: bool = True,
     command_line: list[str] | None = None,
     accept_changes: bool = False,
+    allow_large: bool = False,
 ) -> Path:
     """Run a config and write a new run folder (or finish an interrupted one).
 
@@ -118,6 +119,8 @@ def execute(
         A re-run of a ``run.json`` or a resume whose input, ground-truth, class-mask or model
         files changed since the record proceeds (the differences are logged and recorded in
         ``changes_accepted``) instead of failing.
+    allow_large : bool
+        Run a grid of more than :data:`~opsef_core.run.plan.MAX_COMBINATIONS` combinations.
 
     Returns
     -------
@@ -163,12 +166,14 @@ def execute(
         raise ConfigError("no config given (pass a config, or resume=RUN_FOLDER)")
     if earlier is None and config.record_path is not None:
         earlier = read_record(config.record_path)
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
     workers = workers or config.execution.workers
     scheduler = scheduler or config.execution.scheduler
     given = config
     config = config.resolved()  # every relative path resolved once, against the config's folder
 
-    combos = plan(config)
+    combos = plan(config, allow_large=allow_large or earlier is not None)  # a recorded run was allowed
     items = plan_items(config)
     models = []
     from ..segment import get_segmenter

@@ -491,9 +491,10 @@ def _segment_tiled(ctx: _ItemContext, c: Combination, pre, res: CombinationResul
     res.t_network_s, res.t_decode_s, res.network_reused = round(time.perf_counter() - t0, 4), 0.0, False
     res.extra.update(tiles=n, tile_normalization=info["normalization"],
                      tile_large_objects=int(info.get("n_large", 0)))
-    if info.get("n_large"):
-        logger.warning("%s / %s: %d objects reach the tile overlap %s; raise execution.tiling.overlap",
-                       ctx.item.id, c.id, info["n_large"], tiling.overlap)
+    n_big = int(info.get("n_large", 0)) + int(info.get("n_cut_candidates", 0))
+    if n_big:  # seams may cut such objects: the result is not trustworthy
+        raise SegmentationError(f"{n_big} objects reach the tile overlap {tiling.overlap}, so seams may cut "
+                                "them; raise execution.tiling.overlap above the largest object")
     return np.asarray(labels)
 
 

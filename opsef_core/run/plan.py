@@ -18,7 +18,12 @@ from ..config import RunConfig, expand_sweep, segmenter_defaults
 from ..errors import ConfigError, InputFileError, OpsefError
 from ..io.naming import file_stem, find_partner, safe_name
 
-__all__ = ["Combination", "Item", "plan", "plan_items", "plan_table", "slug"]
+__all__ = ["Combination", "Item", "MAX_COMBINATIONS", "count_combinations", "plan", "plan_items",
+           "plan_table", "slug"]
+
+#: a run of more combinations needs ``allow_large`` (``--allow-large``): a typo in a sweep
+#: (a range of 1000 values instead of 10) must not start days of compute and a huge run.json
+MAX_COMBINATIONS = 10_000
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +104,35 @@ class Combination:
                    else json.dumps(v) for k, v in self.sweep.items()}}
 
 
-def plan(config: RunConfig) -> list[Combination]:
+def count_combinations(config: RunConfig) -> int:
+    """Pipelines × segmenter settings, counted without expanding the sweeps."""
+    n = 0
+    for s in config.segmenters:
+        k = 1
+        for vals in s.sweep.values():
+            k *= len(vals)
+        n += k
+    return n * len(config.pipelines)
+
+
+def _check_size(config: RunConfig, allow_large: bool) -> int:
+    n = count_combinations(config)
+    if n > MAX_COMBINATIONS and not allow_large:
+        raise ConfigError(f"the config expands to {n:,} combinations, more than the limit of "
+                          f"{MAX_COMBINATIONS:,}; narrow the sweeps, or pass --allow-large (allow_large=True)",
+                          config.source)
+    return n
+
+
+def plan(config: RunConfig, *, allow_large: bool = False) -> list[Combination]:
     """Expand a config into its combinations: pipelines × segmenter settings.
 
     Parameters
     ----------
     config : RunConfig
         A validated config.
+    allow_large : bool
+        Expand more than :data:`MAX_COMBINATIONS` combinations.
 
     Returns
     -------
@@ -116,10 +143,12 @@ def plan(config: RunConfig) -> list[Combination]:
     Raises
     ------
     ConfigError
-        When a backend or a parameter is unknown.
+        When a backend or a parameter is unknown, or the grid exceeds :data:`MAX_COMBINATIONS`
+        without ``allow_large``.
     """
     from ..segment import get_segmenter
 
+    _check_size(config, allow_large)
     settings = []
     index = 0
     for s in config.segmenters:
@@ -324,9 +353,20 @@ def plan_items(config: RunConfig) -> list[Item]:
     return items
 
 
-def plan_table(config: RunConfig) -> str:
-    """The text ``opsef plan`` prints: the items, the combinations and their product."""
-    combos = plan(config)
+def plan_table(config: RunConfig, *, allow_large: bool = False) -> str:
+    """The text ``opsef plan`` prints: the items, the combinations and their product.
+
+    Past :data:`MAX_COMBINATIONS` (without ``allow_large``) it answers at once with the count
+    and the refusal, without expanding the grid.
+    """
+    n = count_combinations(config)
+    if n > MAX_COMBINATIONS and not allow_large:
+        return "\n".join([f"config: {config.source or '(in memory)'}",
+                          f"{len(config.pipelines)} pipelines x {n // len(config.pipelines):,} segmenter settings "
+                          f"= {n:,} combinations: more than the limit of {MAX_COMBINATIONS:,}.",
+                          "opsef run refuses this grid without --allow-large; narrow the sweeps "
+                          "(opsef plan --allow-large lists them)."])
+    combos = plan(config, allow_large=allow_large)
     try:
         items = plan_items(config)
         n_img = str(len(items))
