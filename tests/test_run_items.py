@@ -316,3 +316,18 @@ def test_unreadable_ground_truth_is_named_in_summary_and_ranking(tmp_path):
     assert summary["gt_error"].str.contains("ground truth").all() and not summary["scored"].any()
     ranking = pd.read_csv(run / "ranking.csv")
     assert (ranking["n_images"] == 0).all() and ranking["not_scored"].str.contains("ground truth: ").all()
+
+
+def test_ome_tiff_series_and_time_points_are_items(tmp_path):
+    rng = np.random.default_rng(10)
+    (tmp_path / "data").mkdir()
+    movie = np.stack([_blobs(rng, n=2 + t)[0] for t in range(3)])
+    with tifffile.TiffWriter(tmp_path / "data" / "plate.ome.tif", ome=True) as tw:
+        tw.write(movie, metadata={"axes": "TYX", "Name": "wellA"})
+        tw.write(_blobs(rng, n=4)[0], metadata={"axes": "YX", "Name": "wellB"})
+    cfg = load_config(_config(tmp_path, {"path": "data"}))
+    assert [it.id for it in plan_items(cfg)] == ["plate__wellA__t000", "plate__wellA__t001",
+                                                  "plate__wellA__t002", "plate__wellB"]
+    summary = pd.read_csv(execute(cfg, out=tmp_path / "runs", progress=False) / "summary.csv")
+    assert list(summary["n_objects"]) == [2, 3, 4, 4]
+    assert list(summary["series"]) == ["wellA"] * 3 + ["wellB"]
