@@ -80,7 +80,7 @@ def test_axes_override_and_errors(lif_file, tmp_path):
         io.read_image(path, scene="other")
     fake = tmp_path / "fake.lif"
     fake.write_text("not a lif")
-    with pytest.raises(InputFileError, match="fake.lif: not a readable Leica LIF"):
+    with pytest.raises(InputFileError, match="fake.lif: not a Leica LIF file"):
         io.read_image(fake)
     cut = tmp_path / "cut.lif"
     cut.write_bytes(path.read_bytes()[:-200])

@@ -68,3 +68,56 @@ def map_axes(file_axes: str, source, stack_letter_is_z: bool) -> str:
             source,
         )
     return mapped
+
+
+def check_path(path, kind: str = "file"):
+    """Check that ``path`` is an existing file (or folder), naming the reason in one line if not.
+
+    Unlike ``Path.exists()`` (False for a symlink loop, which then reads "not found") and
+    ``Path.resolve(strict=True)`` (a bare ``RuntimeError`` on a loop before Python 3.13),
+    this tells a symbolic-link loop, a broken link and a permission problem apart.
+
+    Parameters
+    ----------
+    path : str or Path
+    kind : {"file", "folder"}
+        What the path must be.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputFileError
+        Naming the path and the reason.
+    """
+    import errno
+    import os
+    from pathlib import Path
+
+    from ..errors import InputFileError
+
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputFileError("symbolic link loop (too many levels of symbolic links)", path) from None
+        if isinstance(exc, FileNotFoundError) or exc.errno == errno.ENOENT:
+            if os.path.islink(path):
+                raise InputFileError(f"broken symbolic link (points to {os.readlink(path)!r}, which does "
+                                     "not exist)", path) from None
+            raise InputFileError(f"{kind} not found", path) from None
+        if isinstance(exc, PermissionError):
+            raise InputFileError("permission denied", path) from None
+        raise InputFileError(f"cannot access the {kind} ({exc.strerror or exc})", path) from None
+    except (RuntimeError, ValueError) as exc:  # e.g. an embedded NUL byte
+        raise InputFileError(f"invalid path ({exc})", path) from None
+    import stat as _stat
+
+    if kind == "folder" and not _stat.S_ISDIR(st.st_mode):
+        raise InputFileError("not a folder", path)
+    if kind == "file" and not _stat.S_ISREG(st.st_mode):
+        raise InputFileError("not a file (a folder)" if _stat.S_ISDIR(st.st_mode) else "not a file", path)
+    return path

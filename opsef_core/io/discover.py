@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import EmptyFolderError, InputFileError
+from ..errors import EmptyFolderError
+from ._meta import check_path
 
 __all__ = ["discover", "natural_key"]
 
@@ -57,22 +58,24 @@ def discover(folder: str | Path, include: Iterable[str] | str = DEFAULT_INCLUDE,
     Raises
     ------
     InputFileError
-        When ``folder`` does not exist or is not a folder.
+        When ``folder`` does not exist, is not a folder, is a symbolic-link loop or a
+        broken link.  Entries inside it that are such links are skipped (with a warning).
     EmptyFolderError
         When no file remains; the message names the patterns.
     """
     folder = Path(folder)
     include = (include,) if isinstance(include, str) else tuple(include)
     exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
-    if not folder.exists():
-        raise InputFileError("folder not found", folder)
-    if not folder.is_dir():
-        raise InputFileError("not a folder", folder)
+    check_path(folder, "folder")  # not found, not a folder, symlink loop, broken link: InputFileError
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     found = []
     for p in candidates:
         rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if not p.is_file():
+            if p.is_symlink() and not p.exists():
+                logger.warning("%s: skipped (a broken symbolic link or a symbolic-link loop)", p)
             continue
         if include and not any(_matches(p.name, pat) for pat in include):
             continue

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import InputFileError
 from ..image import Image, normalise_axes
-from ._meta import positive
+from ._meta import check_path, positive
 
 __all__ = ["lif_scenes", "read_lif", "read_lif_scenes"]
 
@@ -28,9 +28,27 @@ logger = logging.getLogger(__name__)
 _KNOWN_DIMS = {1, 2, 3, 4, 10}  # x, y, z, t, mosaic tile
 
 
+_LIF_MAGIC = b"\x70\x00\x00\x00"  # every LIF file starts with this int32, a length and the byte 0x2A
+
+
+def _check_header(path: Path) -> None:
+    """Raise ``InputFileError("not a Leica LIF file: ...")`` unless the file starts like a LIF file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError as exc:
+        raise InputFileError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    if len(head) < 9:
+        raise InputFileError(f"not a Leica LIF file: only {len(head)} bytes", path)
+    if head[:4] != _LIF_MAGIC or head[8:9] != b"\x2a":
+        raise InputFileError(
+            f"not a Leica LIF file: it starts with {head[:9].hex(' ')} instead of the LIF header "
+            "(70 00 00 00, a length, 2a)", path)
+
+
 def _open(path: Path):
-    if not path.exists():
-        raise InputFileError("file not found", path)
+    check_path(path, "file")
+    _check_header(path)
     try:
         from readlif.reader import LifFile
     except ImportError as exc:  # pragma: no cover - readlif is in the lock file
@@ -39,8 +57,9 @@ def _open(path: Path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             lif = LifFile(str(path))
-    except Exception as exc:
-        raise InputFileError(f"not a readable Leica LIF file ({type(exc).__name__}: {exc})", path) from exc
+    except Exception as exc:  # readlif: ValueError, struct.error, XML ParseError, UnicodeDecodeError, ...
+        raise InputFileError(f"not a Leica LIF file: unreadable header ({type(exc).__name__}: {exc})",
+                             path) from exc
     if any("truncated" in str(w.message) for w in caught):
         raise InputFileError("the LIF file is truncated (some series have no pixel data)", path)
     if lif.num_images == 0:

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import InputFileError, UnsupportedFormatError
 from ..image import Image
+from ._meta import check_path
 
 __all__ = ["read_image", "read_scenes", "list_scenes", "read_labels", "file_format", "SUPPORTED_SUFFIXES"]
 
@@ -20,7 +21,7 @@ def file_format(path: str | Path) -> str:
     Raises
     ------
     InputFileError
-        When the file does not exist.
+        When the file does not exist, is not a file, or is a symbolic-link loop / broken link.
     UnsupportedFormatError
         When the extension is not one opsef reads.
     """
@@ -30,8 +31,7 @@ def file_format(path: str | Path) -> str:
         raise UnsupportedFormatError(
             f"unsupported file type {suffix or '(no extension)'!r}; opsef reads "
             f"{', '.join(SUPPORTED_SUFFIXES)} (OME-TIFF and ImageJ TIFF included)", path)
-    if not path.exists():
-        raise InputFileError("file not found", path)
+    check_path(path, "file")  # not found, a folder, symlink loop, broken link: InputFileError
     return "lif" if suffix == ".lif" else "tiff"
 
 

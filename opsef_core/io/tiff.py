@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import AxesError, InputFileError
 from ..image import Image, normalise_axes
-from ._meta import map_axes, positive, unit_factor
+from ._meta import check_path, map_axes, positive, unit_factor
 from .naming import file_stem
 
 __all__ = ["tiff_scenes", "read_tiff", "read_tiff_scenes"]
@@ -51,10 +51,7 @@ def _open(path: Path):
 
 
 def _open_inner(path: Path, tifffile):
-    if not path.exists():
-        raise InputFileError("file not found", path)
-    if not path.is_file():
-        raise InputFileError("not a file", path)
+    check_path(path, "file")
     try:
         tif = tifffile.TiffFile(path)
     except Exception as exc:  # tifffile raises TiffFileError, struct.error, ValueError...
@@ -71,22 +68,54 @@ def _open_inner(path: Path, tifffile):
     return tif
 
 
-def _check_complete(tif, series, path: Path) -> None:
-    """Raise when the pixel data of ``series`` extend past the end of the file (truncated)."""
+def _data_problem(series, path: Path) -> str | None:
+    """Why the pixel data of ``series`` cannot be in the file (None when they can), without reading them.
+
+    Checked before anything is allocated, from the file size and the strip/tile offsets
+    and byte counts tifffile reports:
+
+    * any strip or tile that ends after the end of the file (truncated; any compression);
+    * uncompressed data declaring more bytes than the file holds (e.g. 138 bytes declaring
+      60000 x 60000 pixels), or a page whose strips/tiles hold fewer bytes than its declared
+      shape needs.
+    """
     size = path.stat().st_size
     try:
+        key = series.keyframe
+        itemsize = np.dtype(series.dtype).itemsize
+        whole_bytes = key.compression == 1 and int(key.bitspersample) == 8 * itemsize
+        declared = int(np.prod(series.shape, dtype=np.int64)) * itemsize
+        # (a multi-file OME-TIFF series has pages in other files: those are checked page by page)
+        if whole_bytes and declared > size and not getattr(key.parent, "is_ome", False):
+            return (f"the file declares {tuple(series.shape)} {series.dtype} pixels ({declared:,} bytes, "
+                    f"uncompressed) but has only {size:,} bytes: truncated or corrupt")
         for page in series.pages:
             if page is None:
                 continue
             offsets, counts = page.dataoffsets, page.databytecounts
-            if len(offsets) and max(o + c for o, c in zip(offsets, counts)) > size:
-                raise InputFileError(
-                    f"the file is truncated: pixel data end after the file's {size} bytes", path
-                )
-    except InputFileError:
-        raise
+            try:
+                end = int(page.parent.filehandle.size)  # the file holding this page
+            except Exception:
+                end = size
+            if len(offsets) and max(int(o) + int(c) for o, c in zip(offsets, counts)) > end:
+                return f"the file is truncated: pixel data end after the file's {end:,} bytes"
+            kf = getattr(page, "keyframe", None) or page
+            if kf.compression == 1 and int(kf.bitspersample) == 8 * np.dtype(kf.dtype).itemsize:
+                need = int(kf.size) * np.dtype(kf.dtype).itemsize
+                have = int(sum(int(c) for c in counts))
+                if have < need:
+                    return (f"a page declares {tuple(kf.shape)} {kf.dtype} pixels ({need:,} bytes, "
+                            f"uncompressed) but its strips/tiles hold {have:,} bytes: truncated or corrupt")
     except Exception as exc:
-        raise InputFileError(f"corrupt TIFF structure ({type(exc).__name__}: {exc})", path) from exc
+        return f"corrupt TIFF structure ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _check_complete(tif, series, path: Path) -> None:
+    """Raise when the pixel data of ``series`` cannot be in the file (see :func:`_data_problem`)."""
+    problem = _data_problem(series, path)
+    if problem:
+        raise InputFileError(problem, path)
 
 
 def _ome_images(tif) -> list[ET.Element]:
@@ -268,7 +297,9 @@ def tiff_scenes(path: str | Path) -> list[dict]:
         One dict per series: ``index``, ``name``, ``format``, ``axes`` (canonical,
         None when the file's axes cannot be interpreted, see ``problem``),
         ``shape``, ``file_axes``, ``dtype``, ``pixel_size`` (µm), ``calibrated``,
-        ``channel_names``, ``time_interval`` (s).
+        ``channel_names``, ``time_interval`` (s), and ``problem``: None, or why the
+        series cannot be read (axes that need an override; pixel data that the file
+        cannot hold: truncated, or declaring more bytes than the file has).
     """
     path = Path(path)
     tif = _open(path)
@@ -280,6 +311,9 @@ def tiff_scenes(path: str | Path) -> list[dict]:
                 meta = _finish_meta(meta, path, None)
             except AxesError as exc:
                 meta["problem"] = exc.message
+            damage = _data_problem(tif.series[i], path)
+            if damage:
+                meta["problem"] = damage if not meta.get("problem") else f"{damage}; {meta['problem']}"
             out.append(_public(meta, path))
         return out
     finally:
@@ -310,7 +344,8 @@ def read_tiff(path: str | Path, scene: int | str | None = None, axes: str | None
     Raises
     ------
     InputFileError
-        Missing, corrupt or truncated file; unknown scene.
+        Missing, corrupt or truncated file, or one whose declared pixel data exceed its
+        bytes (checked before anything is allocated); unknown scene.
     AxesError
         Axes the file does not define and no ``axes=`` given, or an override
         that does not fit the data.

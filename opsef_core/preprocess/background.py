@@ -11,8 +11,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from .dtypes import cast_like, footprint
-from .registry import StepParams, register_step, spatial_step
+from .dtypes import axis_radii, cast_like, footprint
+from .registry import StepParams, check_extent, register_step, spatial_step
 
 __all__ = [
     "SubtractConstantParams",
@@ -45,7 +45,8 @@ def subtract_constant(arr: np.ndarray, p: SubtractConstantParams, spacing: tuple
 class RollingBallParams(StepParams):
     """Parameters of ``rolling_ball``."""
 
-    radius: float = Field(50.0, gt=0, le=1000, description="ball radius in pixels")
+    radius: float = Field(50.0, gt=0, le=1000, description="ball radius in pixels (0..1000; at most the "
+                          "plane's extent along Y and X)")
     light_background: bool = Field(False, description="dark objects on a bright background (inverted)")
 
 
@@ -66,6 +67,7 @@ def rolling_ball(arr: np.ndarray, p: RollingBallParams, spacing: tuple) -> np.nd
     """
     from skimage.restoration import rolling_ball as _rolling_ball
 
+    check_extent("rolling_ball", "radius", p.radius, arr.shape)
     f = arr.astype(np.float64)
     if p.light_background:
         top = f.max()
@@ -79,7 +81,8 @@ def rolling_ball(arr: np.ndarray, p: RollingBallParams, spacing: tuple) -> np.nd
 class TophatParams(StepParams):
     """Parameters of ``tophat``."""
 
-    radius: int = Field(5, ge=1, le=200, description="structuring element radius in X pixels")
+    radius: int = Field(5, ge=1, le=200, description="structuring element radius in X pixels (1..200; at "
+                        "most the plane's extent along Y and X)")
     footprint: Literal["disk", "square"] = Field("disk", description="disk (ball in 3D) or square (cube)")
     anisotropic: bool = Field(False, description="scale the radius along Z/Y by the pixel size (3D)")
 
@@ -93,13 +96,15 @@ def tophat(arr: np.ndarray, p: TophatParams, spacing: tuple) -> np.ndarray:
     """
     from skimage.morphology import white_tophat
 
+    check_extent("tophat", "radius", axis_radii(p.radius, spacing, p.anisotropic), arr.shape)
     return white_tophat(arr, footprint(p.radius, spacing, p.footprint, p.anisotropic))
 
 
 class SubtractTophatParams(TophatParams):
     """Parameters of ``subtract_tophat`` (those of ``tophat``, radius 1 by default)."""
 
-    radius: int = Field(1, ge=1, le=200, description="structuring element radius in X pixels")
+    radius: int = Field(1, ge=1, le=200, description="structuring element radius in X pixels (1..200; at "
+                        "most the plane's extent along Y and X)")
 
 
 @register_step("subtract_tophat", SubtractTophatParams, "2d3d", headline=("radius",), abbrev={"radius": "r"})
@@ -115,6 +120,7 @@ def subtract_tophat(arr: np.ndarray, p: SubtractTophatParams, spacing: tuple) ->
     """
     from skimage.morphology import white_tophat
 
+    check_extent("subtract_tophat", "radius", axis_radii(p.radius, spacing, p.anisotropic), arr.shape)
     fp = footprint(p.radius, spacing, p.footprint, p.anisotropic)
     if np.issubdtype(arr.dtype, np.floating):
         return np.clip(arr - white_tophat(arr, fp), 0, None)

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..errors import ConfigError
 from .dtypes import to_unit
-from .registry import StepParams, register_step, spatial_step
+from .registry import StepParams, check_extent, register_step, spatial_step
 
 __all__ = [
     "ClaheParams",
@@ -31,7 +31,8 @@ class ClaheParams(StepParams):
 
     kernel_size: int | tuple[int, ...] | None = Field(
         None,
-        description="contextual region size in pixels (per axis in (Z)YX order); None = 1/8 of each axis",
+        description="contextual region size in pixels (per axis in (Z)YX order; 1..4096 and at most the "
+                    "plane's extent along Y and X); None = 1/8 of each axis",
     )
     clip_limit: float = Field(0.01, gt=0, le=1, description="contrast limit (fraction of the histogram)")
     nbins: int = Field(256, ge=2, le=65536, description="histogram bins")
@@ -42,6 +43,8 @@ class ClaheParams(StepParams):
         vals = v if isinstance(v, tuple) else (v,) if v is not None else ()
         if any(x < 1 for x in vals):
             raise ValueError("every kernel size must be >= 1")
+        if any(x > 4096 for x in vals):
+            raise ValueError("every kernel size must be <= 4096 px")
         return v
 
 
@@ -69,6 +72,8 @@ def clahe(arr: np.ndarray, p: ClaheParams, spacing: tuple) -> np.ndarray:
         raise ConfigError(
             f"clahe kernel_size {ks} has {len(ks)} values but the data has {arr.ndim} spatial axes"
         )
+    if ks is not None:
+        check_extent("clahe", "kernel_size", ks, arr.shape)
     out = equalize_adapthist(data, kernel_size=ks, clip_limit=p.clip_limit, nbins=p.nbins)
     return out.astype(np.float32)
 
@@ -128,14 +133,25 @@ class NormalizePercentileParams(StepParams):
 def normalize_percentile(arr: np.ndarray, p: NormalizePercentileParams, spacing: tuple) -> np.ndarray:
     """Percentile normalisation ``(x - P_low) / (P_high - P_low)`` per channel and time point; float32.
 
-    Percentiles are taken over the whole plane or stack (NaNs ignored); an image
-    whose two percentiles coincide maps to zeros.
+    Percentiles are those of the finite pixels of the whole plane or stack (NaN and inf
+    ignored: :func:`opsef_core.segment.normalize.finite_percentiles`, the rule of the
+    segmentation backends); non-finite pixels come out as NaN (never clipped into [0, 1]),
+    so the segmenter still sees them and treats them as background.  An image whose two
+    percentiles coincide maps to zeros (NaN kept); one without a finite pixel is all NaN.
     """
+    from ..segment.normalize import finite_percentiles, nonfinite_mask
+
     f = arr.astype(np.float64)
-    lo, hi = np.nanpercentile(f, [p.low, p.high])
+    mask = nonfinite_mask(f)
+    if mask is not None and mask.all():
+        return np.full(arr.shape, np.nan, dtype=np.float32)
+    lo, hi = finite_percentiles(f, [p.low, p.high])
     if hi <= lo:
-        return np.zeros(arr.shape, dtype=np.float32)
-    out = (f - lo) / (hi - lo)
-    if p.clip:
-        out = np.clip(out, 0.0, 1.0)
+        out = np.zeros(arr.shape, dtype=np.float64)
+    else:
+        out = (f - lo) / (hi - lo)
+        if p.clip:
+            out = np.clip(out, 0.0, 1.0)
+    if mask is not None:
+        out[mask] = np.nan
     return out.astype(np.float32)

@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 
 from ..errors import ConfigError
 from .dtypes import axis_radii, cast_like, footprint
-from .registry import StepParams, register_step, spatial_step
+from .registry import MAX_FILTER_PX, StepParams, check_extent, register_step, spatial_step
 
 __all__ = [
     "MedianParams",
@@ -42,7 +42,8 @@ def _per_axis(value, ndim: int, what: str) -> tuple:
 class MedianParams(StepParams):
     """Parameters of ``median``."""
 
-    radius: int = Field(2, ge=1, le=50, description="neighbourhood radius in X pixels")
+    radius: int = Field(2, ge=1, le=50, description="neighbourhood radius in X pixels (1..50; at most the "
+                        "plane's extent along Y and X)")
     footprint: Literal["disk", "square"] = Field(
         "disk", description="disk (ball in 3D) or square (cube in 3D) of side 2*radius+1"
     )
@@ -57,6 +58,7 @@ def median(arr: np.ndarray, p: MedianParams, spacing: tuple) -> np.ndarray:
     Uses ``scipy.ndimage.median_filter`` with ``mode="nearest"`` (as
     ``skimage.filters.median``).
     """
+    check_extent("median", "radius", axis_radii(p.radius, spacing, p.anisotropic), arr.shape)
     fp = footprint(p.radius, spacing, p.footprint, p.anisotropic)
     return ndi.median_filter(arr, footprint=fp, mode="nearest")
 
@@ -64,7 +66,9 @@ def median(arr: np.ndarray, p: MedianParams, spacing: tuple) -> np.ndarray:
 class MeanParams(StepParams):
     """Parameters of ``mean``."""
 
-    size: int | tuple[int, ...] = Field(3, description="box side in pixels, or one per axis in (Z)YX order")
+    size: int | tuple[int, ...] = Field(
+        3, description=f"box side in pixels, or one per axis in (Z)YX order (1..{2 * MAX_FILTER_PX + 1}; "
+                       "at most the plane's extent along Y and X)")
 
     @field_validator("size")
     @classmethod
@@ -72,6 +76,8 @@ class MeanParams(StepParams):
         vals = v if isinstance(v, tuple) else (v,)
         if any(x < 1 for x in vals):
             raise ValueError("every size must be >= 1")
+        if any(x > 2 * MAX_FILTER_PX + 1 for x in vals):
+            raise ValueError(f"every size must be <= {2 * MAX_FILTER_PX + 1} px")
         return v
 
 
@@ -83,6 +89,7 @@ def mean(arr: np.ndarray, p: MeanParams, spacing: tuple) -> np.ndarray:
     ``scipy.ndimage.uniform_filter`` in float64 with ``mode="reflect"``.
     """
     size = _per_axis(p.size, arr.ndim, "mean size")
+    check_extent("mean", "size", size, arr.shape)
     return cast_like(ndi.uniform_filter(arr.astype(np.float64), size=size, mode="reflect"), arr.dtype)
 
 
@@ -90,7 +97,8 @@ class GaussianParams(StepParams):
     """Parameters of ``gaussian``."""
 
     sigma: float | tuple[float, ...] = Field(
-        1.0, description="standard deviation in X pixels, or one per axis in (Z)YX order"
+        1.0, description=f"standard deviation in X pixels, or one per axis in (Z)YX order (0..{MAX_FILTER_PX}; "
+                         "at most the plane's extent along Y and X)"
     )
     anisotropic: bool = Field(
         False, description="with a scalar sigma: sigma along axis a = sigma * pixel_size_X / pixel_size_a"
@@ -103,6 +111,8 @@ class GaussianParams(StepParams):
         vals = v if isinstance(v, tuple) else (v,)
         if any(x < 0 for x in vals):
             raise ValueError("every sigma must be >= 0")
+        if any(x > MAX_FILTER_PX for x in vals):
+            raise ValueError(f"every sigma must be <= {MAX_FILTER_PX} px")
         return v
 
 
@@ -118,6 +128,7 @@ def gaussian(arr: np.ndarray, p: GaussianParams, spacing: tuple) -> np.ndarray:
         sigma = _per_axis(p.sigma, arr.ndim, "gaussian sigma")
     else:
         sigma = axis_radii(p.sigma, spacing, p.anisotropic)
+    check_extent("gaussian", "sigma", sigma, arr.shape)
     out = ndi.gaussian_filter(arr.astype(np.float64), sigma=sigma, mode="nearest", truncate=p.truncate)
     return cast_like(out, arr.dtype)
 
@@ -125,7 +136,8 @@ def gaussian(arr: np.ndarray, p: GaussianParams, spacing: tuple) -> np.ndarray:
 class UnsharpParams(StepParams):
     """Parameters of ``unsharp``."""
 
-    radius: float = Field(2.0, gt=0, le=100, description="sigma of the Gaussian blur, in pixels")
+    radius: float = Field(2.0, gt=0, le=MAX_FILTER_PX, description=f"sigma of the Gaussian blur, in pixels "
+                          f"(0..{MAX_FILTER_PX}; at most the plane's extent along Y and X)")
     amount: float = Field(1.0, ge=0, le=100, description="weight of the detail (image - blurred) added back")
 
 
@@ -139,5 +151,6 @@ def unsharp(arr: np.ndarray, p: UnsharpParams, spacing: tuple) -> np.ndarray:
     """
     from skimage.filters import unsharp_mask
 
+    check_extent("unsharp", "radius", p.radius, arr.shape)
     out = unsharp_mask(arr.astype(np.float64), radius=p.radius, amount=p.amount, preserve_range=True)
     return cast_like(out, arr.dtype)

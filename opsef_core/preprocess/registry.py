@@ -42,7 +42,12 @@ __all__ = [
     "validate_params",
     "spatial_step",
     "map_spatial",
+    "check_extent",
+    "MAX_FILTER_PX",
 ]
+
+#: upper bound of every filter size parameter (sigma, radius, box side, kernel), in pixels
+MAX_FILTER_PX = 100
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +70,14 @@ _REGISTRY: dict[str, "StepInfo"] = {}
 
 
 class StepParams(BaseModel):
-    """Base class of every step's parameter model (unknown keys are errors; immutable)."""
+    """Base class of every step's parameter model (unknown keys are errors; immutable).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    NaN and +-inf are refused in every number (``allow_inf_nan=False``); filter-like
+    steps also bound their sizes (see each field's description) and check them
+    against the plane's extent (Y, X) when applied (:func:`check_extent`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -358,3 +368,31 @@ def spatial_step(per_plane: bool = False) -> Callable:
         return wrapper
 
     return deco
+
+
+def check_extent(step: str, what: str, sizes, shape: tuple, axes: str | None = None) -> None:
+    """Refuse a filter size larger than the image plane along Y or X (a ``ConfigError`` naming it).
+
+    Only the in-plane axes are checked: a neighbourhood deeper than a thin stack along Z
+    is common (e.g. a ball of radius 6 on 5 planes) and well defined.
+
+    Parameters
+    ----------
+    step : str
+        Step name, for the message.
+    what : str
+        Parameter name (``"sigma"``, ``"radius"``, ...).
+    sizes : float or sequence of float
+        The size along each axis of ``shape`` (one value: every axis), in pixels.
+    shape : tuple of int
+        The spatial shape the step is applied to (``YX`` or ``ZYX``).
+    axes : str, optional
+        Axis letters of ``shape`` (default the last ``len(shape)`` of ``ZYX``).
+    """
+    axes = axes or "ZYX"[-len(shape):]
+    vals = tuple(sizes) if isinstance(sizes, (tuple, list, np.ndarray)) else (sizes,) * len(shape)
+    for a, v, n in zip(axes, vals, shape):
+        if a in "YX" and float(v) > n:
+            raise ConfigError(
+                f"{step}: {what} {float(v):g} px along {a} exceeds the image's extent ({n} px along {a}); "
+                f"use a smaller {what}")

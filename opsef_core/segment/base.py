@@ -74,9 +74,14 @@ IntensityLimits = Annotated[tuple[float, float], AfterValidator(check_limits)]
 
 
 class SegmenterParams(BaseModel):
-    """Base class of every backend's parameter model (unknown keys are errors)."""
+    """Base class of every backend's parameter model.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Unknown keys are errors, and so are NaN and +-inf in any number (thresholds,
+    sizes, percentiles, limits): ``allow_inf_nan=False``, so a config with
+    ``threshold: .nan`` is a :class:`~opsef_core.errors.ConfigError` naming the key.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Segmenter(ABC):

@@ -39,6 +39,7 @@ from ..errors import ModelNotFoundError, SegmentationError
 from ..image import Image
 from ..models import register_fetcher, register_search, resolve_model
 from .base import IntensityLimits, Percentiles, Segmenter, SegmenterParams, check_input, register_segmenter
+from .normalize import fill_nonfinite
 
 __all__ = [
     "CellposeParams",
@@ -393,7 +394,12 @@ class CellposeSegmenter(Segmenter):
         Raises
         ------
         SegmentationError
-            Several channels and no ``channel`` chosen; ``do_3D`` on a 2D image.
+            Several channels and no ``channel`` chosen; ``do_3D`` on a 2D image; no finite pixel.
+
+        Non-finite pixels (NaN, inf) of each channel are set to its background intensity (the
+        low ``normalize`` percentile of its finite pixels or the low ``normalize_limits``; the
+        high one with ``invert``), with a warning (:mod:`opsef_core.segment.normalize`), so
+        Cellpose's own percentile normalisation sees finite values only.
         """
         check_input(image, self.name)
         img = image.sel(t=0) if "T" in image.axes else image
@@ -419,6 +425,12 @@ class CellposeSegmenter(Segmenter):
                     f"cellpose: channel={params.channel!r}, nuclear_channel={params.nuclear_channel!r} "
                     "given but the image has no C axis", img.source)
             main, nuc = np.asarray(img.data), None
+        # non-finite pixels are background (the low limit; the high one with invert), per channel
+        fill = {"percentiles": params.normalize, "limits": params.normalize_limits, "invert": params.invert,
+                "name": img.name, "source": img.source}
+        main = fill_nonfinite(main, **fill)
+        if nuc is not None:
+            nuc = fill_nonfinite(nuc, **fill)
         if params.do_3D and main.ndim != 3:
             raise SegmentationError("cellpose: do_3D needs a Z stack; the image is 2D", img.source)
         if min(main.shape[-2:]) < 16:

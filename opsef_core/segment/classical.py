@@ -16,7 +16,7 @@ re-uses.
 from __future__ import annotations
 
 import logging
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 import numpy as np
 from pydantic import Field
@@ -24,6 +24,7 @@ from pydantic import Field
 from ..errors import SegmentationError
 from ..image import Image
 from .base import IntensityLimits, Percentiles, Segmenter, SegmenterParams, check_input, register_segmenter
+from .normalize import fill_nonfinite, finite_percentiles
 
 __all__ = ["ClassicalParams", "ClassicalSegmenter", "select_channel"]
 
@@ -42,7 +43,7 @@ class ClassicalParams(SegmenterParams):
         more than one channel.
     sigma : float
         Gaussian smoothing, in in-plane pixels (along Z it is divided by the
-        Z/X pixel-size ratio, i.e. the same physical width).  0 = none.
+        Z/X pixel-size ratio, i.e. the same physical width).  0 = none; at most 100.
     invert : bool
         Segment dark objects on a bright background.
     normalize : (float, float) or None
@@ -53,7 +54,7 @@ class ClassicalParams(SegmenterParams):
         so every tile is normalised alike).
     threshold : {"otsu", "li", "triangle", "yen"} or float
         Automatic method (scikit-image) or a fixed value on the normalised
-        intensity (0..1).
+        intensity (0..1; values outside, NaN and inf are errors).
     h : float
         Minimum dynamic of a distance-transform maximum to seed an object;
         0 turns splitting off (connected components).
@@ -71,11 +72,11 @@ class ClassicalParams(SegmenterParams):
     """
 
     channel: Union[int, str, None] = None
-    sigma: float = Field(1.0, ge=0)
+    sigma: float = Field(1.0, ge=0, le=100, description="Gaussian smoothing in in-plane pixels (0..100)")
     invert: bool = False
     normalize: Union[Percentiles, None] = (1.0, 99.8)
     normalize_limits: Union[IntensityLimits, None] = None
-    threshold: Union[Literal["otsu", "li", "triangle", "yen"], float] = "otsu"
+    threshold: Union[Literal["otsu", "li", "triangle", "yen"], Annotated[float, Field(ge=0, le=1)]] = "otsu"
     h: float = Field(1.0, ge=0)
     h_unit: Literal["px", "um"] = "px"
     min_distance: Union[float, None] = Field(None, gt=0)
@@ -133,6 +134,11 @@ class ClassicalSegmenter(Segmenter):
     def predict(self, image: Image, params: ClassicalParams) -> dict[str, np.ndarray]:
         """Smoothed, normalised intensity in [0, 1] (bright = foreground).
 
+        Non-finite pixels (NaN, inf) are set to the background intensity before smoothing:
+        the low normalisation limit of the finite pixels (the high one with ``invert``), with
+        a warning; an image without a finite pixel is a :class:`SegmentationError`
+        (:mod:`opsef_core.segment.normalize`).
+
         Returns
         -------
         dict
@@ -142,7 +148,8 @@ class ClassicalSegmenter(Segmenter):
 
         p = self.params(params)
         img = select_channel(image, p.channel, self.name)
-        x = np.asarray(img.data, dtype=np.float32)
+        x = fill_nonfinite(np.asarray(img.data, dtype=np.float32), p.normalize, p.normalize_limits, p.invert,
+                           name=image.name, source=image.source)
         if p.sigma > 0:
             sp = np.asarray(img.spacing, dtype=float)
             sig = p.sigma * sp[-1] / sp  # same physical width along every axis
@@ -150,9 +157,9 @@ class ClassicalSegmenter(Segmenter):
         if p.normalize_limits is not None:
             lo, hi = p.normalize_limits
         elif p.normalize is not None:
-            lo, hi = np.percentile(x, p.normalize)
+            lo, hi = finite_percentiles(x, p.normalize, name=image.name, source=image.source)
         else:
-            lo, hi = float(x.min()), float(x.max())
+            lo, hi = float(x.min()), float(x.max())  # finite: filled above
         if hi > lo:
             x = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
         else:

@@ -34,6 +34,7 @@ from ..image import Image
 from ..models import register_fetcher, register_search, resolve_model
 from .base import Segmenter, SegmenterParams, check_percentiles, register_segmenter
 from .classical import select_channel
+from .normalize import fill_nonfinite, finite_percentiles
 
 __all__ = [
     "StarDistParams",
@@ -313,6 +314,10 @@ class StarDistSegmenter(Segmenter):
     def predict(self, image: Image, params: StarDistParams) -> dict[str, np.ndarray]:
         """Normalise, rescale, run the network (``prob``, ``dist`` at grid resolution).
 
+        Normalisation is csbdeep's ``normalize_mi_ma`` with the ``normalize`` percentiles of
+        the finite pixels; non-finite pixels (NaN, inf) enter the network as the low limit
+        (background), with a warning (:mod:`opsef_core.segment.normalize`).
+
         Returns
         -------
         dict
@@ -325,10 +330,16 @@ class StarDistSegmenter(Segmenter):
         p = self.params(params)
         model = self.model(p)
         x = self._input(image, p, model)
+        # non-finite pixels are background: the low percentile of the finite pixels, or 0 for
+        # pre-normalised input (normalize=False: 0 is the low limit there)
+        x = fill_nonfinite(x, None if p.normalize is False else p.normalize,
+                           (0.0, 1.0) if p.normalize is False else None, name=image.name, source=image.source)
         if p.normalize is not False:
-            from csbdeep.utils import normalize
+            from csbdeep.utils import normalize_mi_ma
 
-            x = normalize(x, p.normalize[0], p.normalize[1], axis=None, dtype=np.float32)
+            # csbdeep's normalize, with the percentiles of the finite pixels
+            mi, ma = finite_percentiles(x, p.normalize, name=image.name, source=image.source)
+            x = normalize_mi_ma(x, mi, ma, clip=False, eps=1e-20, dtype=np.float32)
         else:
             x = x.astype(np.float32, copy=False)
         scale = self._scale(p, x.ndim, image.source)

@@ -37,6 +37,7 @@ from ..errors import SegmentationError
 from ..image import Image
 from .base import IntensityLimits, Percentiles, Segmenter, SegmenterParams, register_segmenter
 from .classical import select_channel
+from .normalize import fill_nonfinite, finite_percentiles
 
 __all__ = ["UNetParams", "UNetSegmenter", "decode_3class", "decode_distance", "normalize_percentile"]
 
@@ -107,10 +108,13 @@ class UNetParams(SegmenterParams):
 def normalize_percentile(x: np.ndarray, low: float, high: float) -> np.ndarray:
     """Map the ``low``/``high`` percentiles of ``x`` to 0/1 (float32, not clipped).
 
-    A constant image maps to zeros.
+    The percentiles are those of the finite pixels
+    (:func:`opsef_core.segment.normalize.finite_percentiles`); non-finite pixels stay
+    non-finite here (:meth:`UNetSegmenter.predict` fills them first).  A constant image
+    maps to zeros.
     """
     x = np.asarray(x, dtype=np.float32)
-    lo, hi = np.percentile(x, [low, high])
+    lo, hi = finite_percentiles(x, [low, high])
     if hi <= lo:
         return np.zeros_like(x)
     return ((x - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32)
@@ -291,7 +295,10 @@ class UNetSegmenter(Segmenter):
         Raises
         ------
         SegmentationError
-            Several channels and none chosen, or a 3D model on a 2D image.
+            Several channels and none chosen, a 3D model on a 2D image, or no finite pixel.
+
+        Non-finite pixels (NaN, inf) enter the network as the low normalisation limit
+        (background), with a warning (:mod:`opsef_core.segment.normalize`).
         """
         p = self.params(params)
         img = select_channel(image, p.channel, self.name)
@@ -300,11 +307,13 @@ class UNetSegmenter(Segmenter):
         if m.dims == 3 and x.ndim != 3:
             raise SegmentationError(f"unet: model {p.model!r} is 3D but the image is {img.spatial_axes}",
                                     image.source)
+        pct = None if p.normalize_limits is not None else self.normalize_percentiles(p)
+        x = fill_nonfinite(x, pct, p.normalize_limits, name=image.name, source=image.source)
         if p.normalize_limits is not None:
             lo, hi = p.normalize_limits
             x = ((np.asarray(x, dtype=np.float32) - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32)
         else:
-            x = normalize_percentile(x, *self.normalize_percentiles(p))
+            x = normalize_percentile(x, *pct)
         if m.dims == 2 and x.ndim == 3:
             out = np.stack([self._run(m, x[z], p) for z in range(x.shape[0])], axis=1)
         else:

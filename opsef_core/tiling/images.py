@@ -123,8 +123,12 @@ def strided_sample(data: Any, max_pixels: int = MAX_SAMPLE, block_bytes: int = 6
 
 
 def global_percentiles(data: Any, percentiles: tuple[float, float],
-                       max_pixels: int = MAX_SAMPLE) -> tuple[float, float]:
-    """Intensity percentiles of a whole (possibly lazy) image, from a strided sample.
+                       max_pixels: int = MAX_SAMPLE, *, name: str | None = None,
+                       source=None) -> tuple[float, float]:
+    """Intensity percentiles of the finite pixels of a whole (possibly lazy) image, from a strided sample.
+
+    NaN and inf pixels are ignored (:func:`opsef_core.segment.normalize.finite_percentiles`,
+    the rule of every backend); each tile's backend then sets them to the background.
 
     Parameters
     ----------
@@ -134,14 +138,23 @@ def global_percentiles(data: Any, percentiles: tuple[float, float],
         Low and high percentiles (0..100).
     max_pixels : int
         Sample size bound (see :func:`strided_sample`).
+    name, source : optional
+        Image name and file, for the error message.
 
     Returns
     -------
     (float, float)
         The intensities at those percentiles.
+
+    Raises
+    ------
+    SegmentationError
+        When the sample has no finite pixel.
     """
+    from ..segment.normalize import finite_percentiles
+
     sample = strided_sample(data, max_pixels).astype(np.float32, copy=False)
-    lo, hi = np.percentile(sample, percentiles)
+    lo, hi = finite_percentiles(sample, percentiles, name=name, source=source)
     return float(lo), float(hi)
 
 
@@ -158,7 +171,7 @@ def _normalization_plan(seg, params: dict, data, source) -> tuple[dict, tuple | 
                        "normalised by the backend itself", seg.name, pct)
         return params, None, "per-tile"
     if "normalize_limits" in fields:
-        lo, hi = global_percentiles(data, tuple(float(v) for v in pct))
+        lo, hi = global_percentiles(data, tuple(float(v) for v in pct), source=source)
         logger.info("tiled %s: global normalisation limits %.4g..%.4g (percentiles %s)",
                     seg.name, lo, hi, tuple(pct))
         return {**params, "normalize_limits": (lo, hi)}, None, "global"
@@ -170,7 +183,7 @@ def _normalization_plan(seg, params: dict, data, source) -> tuple[dict, tuple | 
             "own percentiles %s (tiles with few objects get stretched); image %s",
             seg.name, tuple(pct), source)
         return params, None, "per-tile"
-    lo, hi = global_percentiles(data, tuple(float(v) for v in pct))
+    lo, hi = global_percentiles(data, tuple(float(v) for v in pct), source=source)
     logger.info("tiled %s: global normalisation limits %.4g..%.4g (percentiles %s)",
                 seg.name, lo, hi, tuple(pct))
     return {**params, "normalize": False}, (lo, hi), "global"
