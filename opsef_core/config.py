@@ -602,6 +602,25 @@ def expand_sweep(sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
 
 
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The key path of the first NaN/infinite number in a parsed config, or None."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "(root)"
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = _non_finite(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _non_finite(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
 def config_from_dict(data: dict, where: str = "config", check: bool = True) -> RunConfig:
     """Validate a dict into a :class:`RunConfig`.
 
@@ -622,6 +641,9 @@ def config_from_dict(data: dict, where: str = "config", check: bool = True) -> R
     """
     if not isinstance(data, dict):
         raise ConfigError(f"a run config must be a JSON object, got {type(data).__name__}", where)
+    bad = _non_finite(data)
+    if bad:  # JSON's NaN/Infinity would otherwise pass as "no bound" or be recorded as null
+        raise ConfigError(f"{bad}: NaN and infinity are not values a config can hold", where)
     try:
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:

@@ -260,3 +260,14 @@ def test_a_symlink_loop_as_input_is_one_clear_line(tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "loop_a" in err[0]
+
+
+def test_nan_anywhere_in_a_config_file_is_a_config_error(tmp_path, capsys):
+    text = _dataset(tmp_path / "d").read_text()
+    cfg = json.loads(text)
+    cfg["pipelines"][0]["steps"] = [{"name": "clip", "params": {"low": float("nan")}}]
+    path = tmp_path / "d" / "nan.json"
+    path.write_text(json.dumps(cfg))  # json writes NaN, and reads it back as a float
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "pipelines[0].steps[0].params.low: NaN and infinity" in err and "nan.json" in err
