@@ -247,9 +247,11 @@ class TilingConfig(_Strict):
     ``YX`` or ``ZYX``); ``overlap`` the context on each side, which must exceed the largest
     object.  Images that fit in one tile are segmented whole.  Each setting of a sweep runs the
     network on every tile (the network pass is not shared across settings in tiled runs).
-    Normalisation limits come from the whole image's intensities (a strided sample above 4 Mpx)
-    and automatic thresholds (Otsu, ...) are computed per tile, so results can differ slightly
-    from a whole-image run; with ``normalize_limits`` and a fixed threshold they are identical.
+    Normalisation limits come from the whole image's intensities as the backend sees them (the
+    classical backend's after its ``sigma`` smoothing; a strided sample above 4 Mpx), so with a
+    fixed threshold tiled and whole-image labels are identical; automatic thresholds (Otsu, ...)
+    are computed per tile, so with those results can differ slightly.  A combination whose
+    objects reach the overlap fails (seams could cut them).
     """
 
     tile_shape: int | list[int] = 1024

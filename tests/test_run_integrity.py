@@ -271,3 +271,23 @@ def test_nan_anywhere_in_a_config_file_is_a_config_error(tmp_path, capsys):
     assert main(["plan", str(path)]) == 2
     err = capsys.readouterr().err
     assert "pipelines[0].steps[0].params.low: NaN and infinity" in err and "nan.json" in err
+
+
+def test_tiled_and_whole_runs_normalise_alike(tmp_path):
+    """A fixed threshold with the default percentiles after a gaussian pipeline: identical labels."""
+    from opsef_core.config import config_from_dict
+
+    base = {"inputs": {"path": str(REPO / "demo_data" / "nuclei2d" / "images"), "limit": 1},
+            "pipelines": [{"name": "g", "steps": [{"name": "gaussian", "params": {"sigma": 2.0}}]}],
+            "segmenters": [{"name": "c", "backend": "classical", "params": {"threshold": 0.3, "sigma": 1.5}}],
+            "outputs": {"montage": False, "overlays": False, "measurements": False}}
+    whole = execute(config_from_dict(base), out=tmp_path / "w", progress=False)
+    tiled = execute(config_from_dict({**base, "execution": {"tiling": {"tile_shape": 160, "overlap": 48}}}),
+                    out=tmp_path / "t", progress=False)
+    row = pd.read_csv(tiled / "summary.csv").iloc[0]
+    assert row["status"] == "done" and row["tiles"] > 1 and row["tile_normalization"] == "global"
+    (a,), (b,) = _labels(whole).values(), _labels(tiled).values()
+    np.testing.assert_array_equal(a > 0, b > 0)  # the same foreground
+    from opsef_core import evaluate
+
+    assert evaluate.match(a, b, threshold=0.5).f1 == 1.0

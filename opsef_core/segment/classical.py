@@ -144,16 +144,8 @@ class ClassicalSegmenter(Segmenter):
         dict
             ``{"intensity": float32 array with the image's spatial shape}``.
         """
-        from scipy import ndimage as ndi
-
         p = self.params(params)
-        img = select_channel(image, p.channel, self.name)
-        x = fill_nonfinite(np.asarray(img.data, dtype=np.float32), p.normalize, p.normalize_limits, p.invert,
-                           name=image.name, source=image.source)
-        if p.sigma > 0:
-            sp = np.asarray(img.spacing, dtype=float)
-            sig = p.sigma * sp[-1] / sp  # same physical width along every axis
-            x = ndi.gaussian_filter(x, sigma=tuple(sig), mode="nearest")
+        x = self._smoothed(image, p)
         if p.normalize_limits is not None:
             lo, hi = p.normalize_limits
         elif p.normalize is not None:
@@ -167,6 +159,28 @@ class ClassicalSegmenter(Segmenter):
         if p.invert:
             x = 1.0 - x
         return {"intensity": x.astype(np.float32)}
+
+    def _smoothed(self, image: Image, p: ClassicalParams) -> np.ndarray:
+        """The channel's intensities, non-finite pixels filled, smoothed by ``sigma`` (float32):
+        what the normalisation percentiles are taken of."""
+        from scipy import ndimage as ndi
+
+        img = select_channel(image, p.channel, self.name)
+        x = fill_nonfinite(np.asarray(img.data, dtype=np.float32), p.normalize, p.normalize_limits, p.invert,
+                           name=image.name, source=image.source)
+        if p.sigma > 0:
+            sp = np.asarray(img.spacing, dtype=float)
+            sig = p.sigma * sp[-1] / sp  # same physical width along every axis
+            x = ndi.gaussian_filter(x, sigma=tuple(sig), mode="nearest")
+        return x
+
+    def normalization_source(self, image: Image, params) -> np.ndarray | None:
+        """The whole image as :meth:`predict` sees it before normalising (smoothed), so a tiled
+        run takes the same percentiles as a whole-image run; None for pixels not in memory
+        (a lazy image: its percentiles come from the unsmoothed image, as recorded)."""
+        if not isinstance(image.data, np.ndarray):
+            return None
+        return self._smoothed(image, self.params(params))
 
     def decode(self, prediction: dict[str, np.ndarray], image: Image, params: ClassicalParams) -> np.ndarray:
         """Threshold, fill holes, distance transform, h-maxima seeds, watershed.

@@ -158,9 +158,21 @@ def global_percentiles(data: Any, percentiles: tuple[float, float],
     return float(lo), float(hi)
 
 
-def _normalization_plan(seg, params: dict, data, source) -> tuple[dict, tuple | None, str]:
-    """Decide how tiles are normalised; returns (params, pre-normalisation limits or None, mode)."""
+def _normalization_plan(seg, params: dict, data, source, image: Image | None = None) -> tuple[dict, tuple | None, str]:
+    """Decide how tiles are normalised; returns (params, pre-normalisation limits or None, mode).
+
+    The global percentiles are taken of what the backend itself normalises: a backend that
+    smooths before normalising (classical ``sigma``) gives that array
+    (``normalization_source``), so tiled and whole-image runs use the same limits.
+    """
     fields = seg.Params.model_fields
+    note = ""
+    if image is not None and hasattr(seg, "normalization_source"):
+        src = seg.normalization_source(image, params)
+        if src is not None:
+            data = src
+        else:
+            note = " (before the backend's smoothing: lazy input)"
     pct = params.get("normalize", fields["normalize"].default if "normalize" in fields else None)
     if "normalize_limits" in fields and params.get("normalize_limits") is not None:
         return params, None, "fixed (given)"
@@ -172,9 +184,9 @@ def _normalization_plan(seg, params: dict, data, source) -> tuple[dict, tuple | 
         return params, None, "per-tile"
     if "normalize_limits" in fields:
         lo, hi = global_percentiles(data, tuple(float(v) for v in pct), source=source)
-        logger.info("tiled %s: global normalisation limits %.4g..%.4g (percentiles %s)",
-                    seg.name, lo, hi, tuple(pct))
-        return {**params, "normalize_limits": (lo, hi)}, None, "global"
+        logger.info("tiled %s: global normalisation limits %.4g..%.4g (percentiles %s)%s",
+                    seg.name, lo, hi, tuple(pct), note)
+        return {**params, "normalize_limits": (lo, hi)}, None, "global" + note
     try:
         seg.params({**params, "normalize": False})
     except (ConfigError, OpsefError):
@@ -341,7 +353,7 @@ def segment_tiled_image(
     ov = tuple(int(o) for o in (overlap if not np.isscalar(overlap) else (overlap,) * len(shape)))
     split = [len({tl.inner[d].start for tl in tiles}) > 1 for d in range(len(shape))]
     seg.params(params)  # validate before any work
-    params, limits, mode = _normalization_plan(seg, params, img.data, img.source)
+    params, limits, mode = _normalization_plan(seg, params, img.data, img.source, image=img)
     p = seg.params(params)
     logger.info("tiled %s on %s %s: %d tiles of at most %s, overlap %s, normalisation %s",
                 seg.name, img.name, shape, len(tiles), tile_shape, overlap, mode)
