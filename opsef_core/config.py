@@ -245,8 +245,8 @@ class TilingConfig(_Strict):
 
     ``tile_shape`` is the largest tile per spatial axis (one number for all, or one per axis,
     ``YX`` or ``ZYX``); ``overlap`` the context on each side, which must exceed the largest
-    object.  Images that fit in one tile are segmented whole.  Each setting of a sweep runs the
-    network on every tile (the network pass is not shared across settings in tiled runs).
+    object.  Images that fit in one tile are segmented whole.  A sweep shares the network pass:
+    it runs once per tile and every setting decodes from it and is stitched on its own.
     Normalisation limits come from the whole image's intensities as the backend sees them (the
     classical backend's after its ``sigma`` smoothing; a strided sample above 4 Mpx), so with a
     fixed threshold tiled and whole-image labels are identical; automatic thresholds (Otsu, ...)

@@ -360,6 +360,11 @@ def test_tiled_run_gives_the_whole_image_result(tmp_path):
     tiled = execute(cfg, out=tmp_path / "tiled", progress=False)
     summary = pd.read_csv(tiled / "summary.csv")
     assert (summary["status"] == "done").all() and (summary["tiles"] > 1).all()
+    # the sweep shares one network pass per tile: the second setting only decodes
+    assert list(summary["network_reused"]) == [False, True] * 2
+    marker = json.loads((tiled / "items" / "img_0.json").read_text())
+    n_tiles = int(summary["tiles"].iloc[0])
+    assert marker["counts"]["network"] == n_tiles and marker["counts"]["decode"] == 2 * n_tiles
     for f in sorted((whole / "labels").glob("*.tif")):
         a, b = tifffile.imread(f), tifffile.imread(tiled / "labels" / f.name)
         # the same objects (label values may differ): identical partitions of the image

@@ -388,17 +388,21 @@ def _segment_group(ctx: _ItemContext, group: list[Combination], pre, tiled: bool
 
     item = ctx.item
     if tiled:
-        for c in group:
-            if c.slices:
+        if group[0].slices:
+            for c in group:
                 results[c.id].error = "slices=true with execution.tiling is not supported: segment the planes whole"
                 yield None, c, None
-                continue
-            try:
-                yield None, c, _segment_tiled(ctx, c, pre, results[c.id])
-            except Exception as exc:  # noqa: BLE001
-                _reraise_write_failure(exc)
+            return
+        try:
+            outcomes = _segment_tiled(ctx, group, pre, results)
+        except Exception as exc:  # noqa: BLE001
+            _reraise_write_failure(exc)
+            for c in group:
                 results[c.id].error = _err(exc)
                 yield None, c, None
+            return
+        for gi, (c, labels) in enumerate(zip(group, outcomes)):
+            yield gi, c, labels
         return
     seg = get_segmenter(group[0].backend)
     t1 = time.perf_counter()
@@ -465,8 +469,10 @@ def _needs_tiles(image, tile_shape) -> bool:
     return any(s > t for s, t in zip(spatial, tiles))
 
 
-def _segment_tiled(ctx: _ItemContext, c: Combination, pre, res: CombinationResult) -> np.ndarray:
-    """One combination segmented tile by tile; fills the result's timings and tile columns.
+def _segment_tiled(ctx: _ItemContext, group: list[Combination], pre, results: dict) -> list:
+    """Settings sharing a network key segmented tile by tile: one network pass per tile, every
+    setting decoded from it and stitched on its own.  Fills each result's timings and tile
+    columns; returns one label image per setting (None where that setting failed).
 
     Raises
     ------
@@ -478,24 +484,32 @@ def _segment_tiled(ctx: _ItemContext, c: Combination, pre, res: CombinationResul
     tiling = ctx.config.execution.tiling
     t0 = time.perf_counter()
     try:
-        labels, info = segment_tiled_image(pre, c.backend, c.params, tile_shape=tiling.tile_shape,
-                                           overlap=tiling.overlap, progress=False, return_info=True)
+        outcomes = segment_tiled_image(pre, group[0].backend, group[0].params, tile_shape=tiling.tile_shape,
+                                       overlap=tiling.overlap, progress=False, return_info=True,
+                                       settings=[c.params for c in group])
     except Exception as exc:  # noqa: BLE001
         _reraise_write_failure(exc)
         if not isinstance(exc, OpsefError):
-            logger.error("%s / %s tiled segmentation failed:\n%s", ctx.item.id, c.id, traceback.format_exc())
+            logger.error("%s / %s tiled segmentation failed:\n%s", ctx.item.id, group[0].id, traceback.format_exc())
         raise SegmentationError(f"tiled segmentation: {_err(exc)}") from exc
-    n = int(info["n_tiles"])
+    seconds = round(time.perf_counter() - t0, 4)
+    n = int(outcomes[0][1]["n_tiles"])
     ctx.counts["network"] += n
-    ctx.counts["decode"] += n
-    res.t_network_s, res.t_decode_s, res.network_reused = round(time.perf_counter() - t0, 4), 0.0, False
-    res.extra.update(tiles=n, tile_normalization=info["normalization"],
-                     tile_large_objects=int(info.get("n_large", 0)))
-    n_big = int(info.get("n_large", 0)) + int(info.get("n_cut_candidates", 0))
-    if n_big:  # seams may cut such objects: the result is not trustworthy
-        raise SegmentationError(f"{n_big} objects reach the tile overlap {tiling.overlap}, so seams may cut "
-                                "them; raise execution.tiling.overlap above the largest object")
-    return np.asarray(labels)
+    ctx.counts["decode"] += n * len(group)
+    out = []
+    for c, (labels, info) in zip(group, outcomes):
+        res = results[c.id]
+        res.t_network_s, res.t_decode_s = seconds, 0.0  # one pass and the decodings, timed together
+        res.extra.update(tiles=n, tile_normalization=info["normalization"],
+                         tile_large_objects=int(info.get("n_large", 0)))
+        n_big = int(info.get("n_large", 0)) + int(info.get("n_cut_candidates", 0))
+        if n_big:  # seams may cut such objects: the result is not trustworthy
+            res.error = (f"{n_big} objects reach the tile overlap {tiling.overlap}, so seams may cut "
+                         "them; raise execution.tiling.overlap above the largest object")
+            out.append(None)
+        else:
+            out.append(np.asarray(labels))
+    return out
 
 
 # ---------------------------------------------------------------------- outputs of one combination

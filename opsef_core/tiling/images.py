@@ -46,13 +46,13 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, OpsefError, SegmentationError
 from ..image import Image
-from .grid import plan_tiles, stitch_labels
+from .grid import _Stitcher, plan_tiles, stitch_labels
 
 __all__ = ["segment_tiled_image", "global_percentiles", "strided_sample"]
 
@@ -287,6 +287,7 @@ def segment_tiled_image(
     scene: int | str | None = None,
     t: int = 0,
     return_info: bool = False,
+    settings: Sequence[dict] | None = None,
 ):
     """Segment a (large) image tile by tile with any backend and stitch the labels.
 
@@ -317,6 +318,11 @@ def segment_tiled_image(
         Scene of a multi-scene file (paths only).
     t : int
         Time point of a time series.
+    settings : sequence of dict, optional
+        A sweep: parameter sets that share one network pass (they differ in decoding parameters
+        only, e.g. StarDist ``prob_thresh``).  The network runs once per tile and every setting
+        decodes from it and gets its own stitched label image (each held in memory; ``out``
+        takes one setting).  Returns a list, one result per setting.
     return_info : bool
         Also return a dict with ``n_tiles``, ``normalization`` (``"global"``,
         ``"fixed (given)"`` or ``"per-tile"``), ``limits``, ``n_objects``,
@@ -354,13 +360,27 @@ def segment_tiled_image(
     split = [len({tl.inner[d].start for tl in tiles}) > 1 for d in range(len(shape))]
     seg.params(params)  # validate before any work
     params, limits, mode = _normalization_plan(seg, params, img.data, img.source, image=img)
-    p = seg.params(params)
-    logger.info("tiled %s on %s %s: %d tiles of at most %s, overlap %s, normalisation %s",
-                seg.name, img.name, shape, len(tiles), tile_shape, overlap, mode)
+    changes = {k: v for k, v in params.items() if k in ("normalize", "normalize_limits", "channel")}
+    decodings = [seg.params(params)]
+    if settings is not None:  # a sweep sharing one network pass: each setting with the same normalisation
+        if not settings:
+            raise ConfigError("settings: give at least one parameter set")
+        decodings = []
+        for s in settings:
+            sp = {**dict(s), **changes}
+            if seg.network_key(sp) != seg.network_key(params):
+                raise ConfigError(f"tiled sweep: setting {dict(s)} needs another network pass than the first "
+                                  "(only decoding parameters may differ)")
+            decodings.append(seg.params(sp))
+        if out is not None and len(decodings) > 1:
+            raise ConfigError("a tiled sweep of several settings is stitched in memory: out= takes one setting")
+    p = decodings[0]
+    logger.info("tiled %s on %s %s: %d tiles of at most %s, overlap %s, normalisation %s, %d decoding(s) per tile",
+                seg.name, img.name, shape, len(tiles), tile_shape, overlap, mode, len(decodings))
 
-    stats = {"large": 0, "cut": 0, "objects": 0}
+    stats = [{"large": 0, "cut": 0, "objects": 0} for _ in decodings]
 
-    def check(tile, labels):
+    def check(tile, labels, st):
         low_open = [o.start > 0 for o in tile.outer]
         high_open = [o.stop < n for o, n in zip(tile.outer, shape)]
         for sl in find_objects(labels):
@@ -371,16 +391,19 @@ def segment_tiled_image(
             touches = any((s.start == 0 and lo) or (s.stop == n and hi)
                           for s, n, lo, hi in zip(sl, labels.shape, low_open, high_open))
             if touches:
-                stats["cut"] += int(big)
+                st["cut"] += int(big)
                 continue
             anchor = [(s.start + s.stop - 1) // 2 + o for s, o in zip(sl, tile.origin)]
             if all(i.start <= a < i.stop for i, a in zip(tile.inner, anchor)):
-                stats["objects"] += 1
-                stats["large"] += int(big)
+                st["objects"] += 1
+                st["large"] += int(big)
 
     window = None  # set to a _WindowedOut for zarr output
 
-    def labels_iter():
+    def tile_labels():
+        """Per tile: one network pass, one decoding per setting (a list of label tiles)."""
+        from ..segment.base import check_input
+
         for tile in tqdm(tiles, desc=f"tiles ({seg.name})", disable=not progress):
             block = np.asarray(img.data[tile.outer])
             if limits is not None:
@@ -388,24 +411,31 @@ def segment_tiled_image(
                 block = (block.astype(np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 1e-20))
             tile_img = img.with_data(block, name=f"{img.name}_tile{'_'.join(map(str, tile.index))}")
             try:
-                labels = np.asarray(seg.segment(tile_img, p))
+                check_input(tile_img, seg.name)
+                pred = seg.predict(tile_img, p)
+                out_tiles = [np.asarray(seg.decode(pred, tile_img, d)) for d in decodings]
             except OpsefError:
                 raise
             except Exception as exc:  # backend failure: name the image and tile
                 raise SegmentationError(f"tiled {seg.name}: tile {tile.index} failed "
                                         f"({type(exc).__name__}: {exc})", img.source) from exc
-            check(tile, labels)
+            for labels, st in zip(out_tiles, stats):
+                check(tile, labels, st)
             if window is not None:
                 window.load(tile.outer)  # also writes the previous tile's region back
-            yield labels
+            yield out_tiles
 
     if out is None:
-        result = stitch_labels(tiles, labels_iter(), shape)
+        stitchers = [_Stitcher(shape) for _ in decodings]
+        for tile, labels in zip(tiles, tile_labels()):
+            for stitcher, lab in zip(stitchers, labels):
+                stitcher.add(tile, lab)
+        results = [st.result() for st in stitchers]
     else:
         arr, tmp, final = _open_zarr_out(out, shape, tiles)
         try:
             window = _WindowedOut(arr)
-            stitch_labels(tiles, labels_iter(), shape, out=window)
+            stitch_labels(tiles, (labels[0] for labels in tile_labels()), shape, out=window)
             window.flush()
             os.replace(tmp, final)
         except BaseException:
@@ -413,15 +443,16 @@ def segment_tiled_image(
             raise
         import zarr
 
-        result = zarr.open_array(str(final), mode="r")
-    if stats["large"] or stats["cut"]:
-        logger.warning(
-            "tiled %s on %s: %d object(s) reach the overlap %s and %d object(s) at tile borders span "
-            "the whole overlap strip: they may be cut or duplicated at seams; increase the overlap above "
-            "the largest object diameter (plus context)", seg.name, img.name, stats["large"], ov, stats["cut"])
-    if return_info:
-        info = {"n_tiles": len(tiles), "normalization": mode, "limits": limits, "n_objects": stats["objects"],
-                "n_large": stats["large"], "n_cut_candidates": stats["cut"], "tile_shape": tile_shape,
-                "overlap": ov}
-        return result, info
-    return result
+        results = [zarr.open_array(str(final), mode="r")]
+    for st in stats:
+        if st["large"] or st["cut"]:
+            logger.warning(
+                "tiled %s on %s: %d object(s) reach the overlap %s and %d object(s) at tile borders span "
+                "the whole overlap strip: they may be cut or duplicated at seams; increase the overlap above "
+                "the largest object diameter (plus context)", seg.name, img.name, st["large"], ov, st["cut"])
+    infos = [{"n_tiles": len(tiles), "normalization": mode, "limits": limits, "n_objects": st["objects"],
+              "n_large": st["large"], "n_cut_candidates": st["cut"], "tile_shape": tile_shape, "overlap": ov}
+             for st in stats]
+    if settings is not None:
+        return list(zip(results, infos)) if return_info else results
+    return (results[0], infos[0]) if return_info else results[0]
