@@ -84,7 +84,7 @@ print("run folder:", run.folder)
 import logging
 
 import pandas as pd
-from IPython.display import Image as PNG, Markdown, display
+from IPython.display import Markdown, display
 
 from opsef_core import widgets
 from opsef_core.workflows import quickstart as qs
@@ -95,10 +95,11 @@ pd.set_option("display.width", 160)
 # %% [markdown]
 # ## 1 · Which models can be used?
 # A model entry is kept when its weights are found (project `models/`, the Cellpose/StarDist caches,
-# or a path); the others are listed with the reason.
+# or a path); the others are listed with the reason. Checking first means a missing model is
+# reported here, by name, instead of failing the whole grid later.
 
 # %%
-usable, skipped = qs.usable_models(models)
+usable, skipped = qs.usable_models(models=models)
 display(Markdown("**In the grid:** " + ", ".join(f"`{m['name']}` ({m['backend']})" for m in usable)))
 if skipped:
     display(pd.DataFrame(skipped)[["name", "backend", "model"]])
@@ -106,15 +107,54 @@ _ = run.save_json({"usable": usable, "skipped": skipped}, "models")
 
 # %% [markdown]
 # ## 2 · Explore: pipelines × models × scale factors on a few images
-# The grid is an ordinary run config (saved as `explore_config.json`; `opsef run` runs the same file).
-# Each pipeline is applied once per image and each network runs once per (image, pipeline, scale):
-# threshold sweeps only re-decode.
+# Which preprocessing and which model suit these images is an empirical question, so OpSeF tries
+# them all on a few representative images before committing to one. The grid is an ordinary run
+# config (saved as `explore_config.json`; `opsef run` runs the same file). Each pipeline is applied
+# once per image and each network runs once per (image, pipeline, scale): threshold sweeps only
+# re-decode — the next section shows why that is cheap.
+
+# %% [markdown]
+# ### One network pass, two decodings
+# A segmenter works in two steps: `predict` runs the network (the expensive part) and `decode`
+# turns its output into labels with the *decoding* parameters (probability or intensity
+# thresholds, minimum size). Here, by hand on the first image: one `predict`, then `decode` twice
+# with two thresholds, each step timed. The run engine does the same for every sweep value, so
+# a threshold sweep costs one network pass plus a few fast decodings (with StarDist the second
+# decoding is faster still: the non-maximum suppression is shared across a `prob_thresh` sweep).
 
 # %%
-explore = qs.explore_config(data_dir, ground_truth_dir, pipelines, usable, scale_factors,
-                            n_images=n_explore_images, seed=seed)
+import time
+
+from opsef_core.io import discover, read_image
+from opsef_core.segment import get_segmenter
+
+demo = next((m for m in usable if m["backend"] == "stardist"), None) or next(
+    m for m in usable if m["backend"] == "classical")  # StarDist when its model is found
+threshold_name = "prob_thresh" if demo["backend"] == "stardist" else "threshold"
+thresholds = [0.3, 0.7] if demo["backend"] == "stardist" else [0.3, 0.5]
+segmenter = get_segmenter(demo["backend"])
+first_image = read_image(discover(data_dir)[0])
+params = segmenter.params(demo["params"])
+segmenter.model(params)  # load the weights first (once per process), so the pass below is timed alone
+
+start = time.perf_counter()
+prediction = segmenter.predict(image=first_image, params=params)  # the network pass: once
+print(f"{demo['name']}: predict {time.perf_counter() - start:.3f} s -> {sorted(prediction)}")
+for value in thresholds:
+    start = time.perf_counter()
+    decoding = segmenter.params({**demo["params"], threshold_name: value})
+    labels = segmenter.decode(prediction=prediction, image=first_image, params=decoding)
+    print(f"  decode with {threshold_name}={value}: {int(labels.max())} objects "
+          f"in {time.perf_counter() - start:.3f} s")
+
+# %% [markdown]
+# ### The grid, run by the engine
+
+# %%
+explore = qs.explore_config(data_dir=data_dir, ground_truth_dir=ground_truth_dir, pipelines=pipelines,
+                            models=usable, scale_factors=scale_factors, n_images=n_explore_images, seed=seed)
 _ = run.save_json(explore, "explore_config")
-explore_dir = qs.execute_config(explore, out=run.folder)
+explore_dir = qs.execute_config(config=explore, out=run.folder)
 summary = pd.read_csv(explore_dir / "summary.csv")
 print(f"{summary['combination'].nunique()} combinations x {summary['image'].nunique()} images "
       f"-> {explore_dir}")
@@ -125,14 +165,15 @@ if len(failed):
 # %% [markdown]
 # ### The montage: rows = pipelines, columns = segmenter settings
 # Classify each panel by eye: correct, under-segmented (touching nuclei merged), over-segmented
-# (nuclei split), failed. The column titles are the setting ids used by `choose`.
+# (nuclei split), failed. The column titles are the setting ids used by `choose`. The first
+# image's montage is shown; in a live notebook the browser below pages through every image's.
 
 # %%
 montages = sorted((explore_dir / "montage").glob("*.png"))
 for png in montages[:1]:
-    display(PNG(filename=str(png)))
+    run.show(png)
 browser = widgets.grid_browser(explore_dir, max_static=len(montages))
-_ = run.save_figure(browser.figure, "montages")
+run.save_figure(browser.figure, "montages")
 browser  # browse every image's montage (in Jupyter)
 
 # %% [markdown]
@@ -143,7 +184,7 @@ if (explore_dir / "ranking.csv").is_file():
     ranking = pd.read_csv(explore_dir / "ranking.csv")
     run.save_table(ranking, "ranking")
     display(ranking[["rank", "combination", "pipeline", "segmenter", "f1@0.5_mean", "f1@0.5_std", "n_images"]])
-    display(PNG(filename=str(explore_dir / "ranking.png")))
+    run.show(explore_dir / "ranking.png")
 else:
     display(Markdown("No ground truth: choose a combination by eye from the montage."))
 
@@ -153,55 +194,65 @@ else:
 # by eye), set `choose` to one of the combination ids above and re-run.
 
 # %%
-chosen = qs.choose_combination(explore_dir, choose)
+chosen = qs.choose_combination(run_dir=explore_dir, choose=choose)
 _ = run.save_json(chosen, "chosen")
 score = f" (mean F1@0.5 {chosen['score']:.3f} on the explored images)" if chosen["score"] is not None else ""
 display(Markdown(f"**Chosen ({chosen['how']}):** `{chosen['combination']}` — pipeline `{chosen['pipeline']}`, "
                  f"segmenter `{chosen['segmenter']}`{score}"))
-final = qs.final_config(explore, chosen["combination"])
+final = qs.final_config(explore=explore, combination=chosen["combination"])
 _ = run.save_json(final, "final_config")
-final_dir = qs.execute_config(final, out=run.folder)
-metrics = qs.final_metrics(final_dir)
+final_dir = qs.execute_config(config=final, out=run.folder)
+metrics = qs.final_metrics(run_dir=final_dir)
 run.save_table(metrics, "final_metrics")
 display(metrics)
 if "f1@0.5" in metrics:
     display(Markdown(f"Mean F1@0.5 over all {len(metrics)} images: **{metrics['f1@0.5'].mean():.3f}**, "
                      f"mean AJI **{metrics['aji'].mean():.3f}**"))
 
+# %% [markdown]
+# The chosen combination's contours on the first image: judge by eye that the ranking's winner
+# really segments well.
+
 # %%
 overlays = sorted((final_dir / "overlays").glob("*.png"))
 if overlays:
-    display(PNG(filename=str(overlays[0])))
+    run.show(overlays[0])
 
 # %% [markdown]
 # ## 4 · Filter objects by region properties
 # Measurements are in physical units (area in µm², perimeter in µm). The scatter shows the first two
 # properties of `filter_ranges` with the kept range shaded; in a live notebook the sliders update
-# the overlay (kept green, removed red). Filtering never re-segments.
+# the overlay (kept green, removed red). Filtering removes what no segmenter setting can tell from
+# a nucleus (debris, clumps); it never re-segments.
 
 # %%
-table0, labels0, image0 = qs.item_view(final_dir)
+table0, labels0, image0 = qs.item_view(run_dir=final_dir)
 props = list(filter_ranges) or ["area", "circularity"]
 x, y = (props + [c for c in ("area", "circularity") if c not in props])[:2]
-explorer = widgets.object_filter(table0, labels0, image0, x=x, y=y, properties=props,
+explorer = widgets.object_filter(table=table0, labels=labels0, image=image0, x=x, y=y, properties=props,
                                  ranges={k: tuple(v) for k, v in filter_ranges.items()})
-display(PNG(filename=str(run.save_figure(explorer.figure, "object_filter"))))
+run.show(explorer.figure, "object_filter")
 explorer  # the live sliders (in Jupyter)
 
+# %% [markdown]
+# The same ranges applied to every image of the final run; the kept objects are exported.
+
 # %%
-objects, zips = qs.filter_and_export(final_dir, filter_ranges, run.path("rois"))
+objects, zips = qs.filter_and_export(run_dir=final_dir, ranges=filter_ranges, roi_dir=run.path("rois"))
 run.save_table(objects, "objects")
 kept = objects[objects["kept"]]
 display(objects.groupby("image")["kept"].agg(objects="size", kept="sum"))
 
 # %% [markdown]
 # ## 5 · PCA and t-SNE of the kept objects, coloured by k-means cluster
+# Do the kept objects form groups (e.g. by size or shape)? PCA shows the main axes of variation
+# of the measurements, t-SNE their neighbourhoods; the colours are k-means clusters.
 
 # %%
-embedding = qs.embed_objects(kept, seed=seed)
+embedding = qs.embed_objects(table=kept, seed=seed)
 run.save_table(embedding, "embedding")
-fig = qs.plot_embedding(embedding)
-display(PNG(filename=str(run.save_figure(fig, "embedding"))))
+fig = qs.plot_embedding(embedding=embedding)
+run.show(fig, "embedding")
 
 # %% [markdown]
 # ## 6 · Open the objects in Fiji

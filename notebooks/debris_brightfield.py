@@ -114,15 +114,15 @@ print(f"run folder: {run_dir}\nrepeat with: opsef run {run_dir / 'run.json'}")
 
 # %% [markdown]
 # ## The settings side by side
-# The post-processed labels read back from the run folder (nothing is segmented again).
+# The post-processed labels read back from the run folder (nothing is segmented again): judge by
+# eye which setting outlines the spheroid and which one is led astray by the debris around it.
 
 # %%
 result = debris.read_run(run_dir=run_dir)
 for name, err in result["errors"].items():
     print(f"setting {name!r} failed: {err}")
-fig = debris.plot_settings(result["series"], result["labels"])
-run.save_figure(fig, "settings_montage")
-fig
+fig = debris.plot_settings(series=result["series"], labels=result["labels"])
+run.show(fig, "settings_montage")
 
 # %% [markdown]
 # ## Readouts and single-spheroid metrics
@@ -134,20 +134,22 @@ fig
 per_image, summary = debris.evaluate_run(run_dir=run_dir)
 run.save_table(per_image, "spheroid_metrics")
 run.save_table(summary, "spheroid_summary")
-best = debris.choose_setting(summary, chosen=chosen)
+best = debris.choose_setting(summary=summary, chosen=chosen)
 print(f"chosen setting: {best}")
 summary.set_index("setting").round(4).T
 
 # %% [markdown]
 # ## Growth curve of the chosen setting
+# The study's question: does the treated spheroid grow? The chosen setting's diameter per time
+# point, next to the truth's, shows whether the segmentation follows the growth (a setting that
+# grabs debris inflates the diameter at the early, small time points).
 
 # %%
 chosen_rows = per_image[per_image["setting"] == best]
-growth = growth_table(chosen_rows, time="time")
+growth = growth_table(df=chosen_rows, time="time")
 run.save_table(growth, "growth")
-fig = debris.plot_growth(per_image, setting=best)
-run.save_figure(fig, "growth_curve")
-fig
+fig = debris.plot_growth(per_image=per_image, setting=best)
+run.show(fig, "growth_curve")
 
 # %% [markdown]
 # ## The chosen result on every image
@@ -155,25 +157,26 @@ fig
 # label images are copied from the run folder to this notebook's `labels/`.
 
 # %%
-fig = debris.plot_overlays(result["series"], result["labels"][best],
+fig = debris.plot_overlays(series=result["series"], labels=result["labels"][best],
                            title=f"{best}: spheroid (cyan) vs truth (magenta)")
-run.save_figure(fig, "overlays")
+run.show(fig, "overlays")
 copies = debris.copy_labels(run_dir=run_dir, setting=best, dest=run.folder / "labels")
-fig
 
 # %% [markdown]
 # ## Explore the classical threshold on one image
 # On the preprocessed image the run saved (`preprocessed/`): one network pass, re-decoded on
-# every slider move (in a live notebook); the static figure shows a sweep of the fixed threshold.
+# every slider move. The static figure (saved, and what a papermill run shows) is a sweep of the
+# fixed threshold; below it, in a live notebook, the sliders re-draw the overlay.
 
 # %%
 classical = next((s for s in usable if s["backend"] == "classical"), None)
 if classical is not None:
     pre = debris.preprocessed_image(run_dir=run_dir, image=explorer_image)
-    explorer = parameter_explorer(pre, "classical", classical["params"],
+    explorer = parameter_explorer(image=pre, segmenter="classical", params=classical["params"],
                                   sliders={"threshold": (0.2, 0.8, 0.05), "min_size": (0, 400, 50)})
-    run.save_figure(explorer.figure, "threshold_explorer")
-    display(explorer.widget if explorer.widget is not None else explorer.figure)  # noqa: F821
+    run.show(explorer.figure, "threshold_explorer")
+    if explorer.widget is not None:
+        display(explorer.widget)  # noqa: F821
 
 # %%
 run.finish()

@@ -96,7 +96,6 @@ print("run folder:", run.folder)
 # %%
 import logging
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from opsef_core.science import fucci
@@ -124,11 +123,10 @@ pipeline = wf.fucci_pipeline(zero_below=zero_below, gamma=gamma, clahe_clip=clah
                              artefact_radius=artefact_radius)
 processed, artefacts = wf.preprocess(image=raw, pipeline=pipeline)
 print("pipeline:", pipeline.describe())
-z_show = wf.busiest_slice(truth, raw.spatial(c=0).shape[0])
-fig = wf.before_after_figure(raw, processed, artefacts, z=z_show)
-run.save_figure(fig, "preprocessing")
+z_show = wf.busiest_slice(labels_or_none=truth, nz=raw.spatial(c=0).shape[0])
+fig = wf.before_after_figure(raw=raw, processed=processed, artefacts=artefacts, z=z_show)
 run.save_json(pipeline.to_dict(), "pipeline")
-plt.show()
+run.show(fig, "preprocessing")
 
 # %% [markdown]
 # ## 2. The run: 3D segmentation with several models
@@ -162,9 +160,8 @@ if truth is not None:
     scores = wf.scores_from_run(run_dir=run_dir)
     run.save_table(scores, "scores")
     display(scores.round(3))
-fig = wf.labels_figure(processed.spatial(c=nuc), results, truth, z=z_show)
-run.save_figure(fig, "segmentations")
-plt.show()
+fig = wf.labels_figure(image2d=processed.spatial(c=nuc), results=results, truth=truth, z=z_show)
+run.show(fig, "segmentations")
 
 # %% [markdown]
 # ## 3. Phase calls
@@ -196,12 +193,11 @@ run.save_json({"model": chosen, "thresholds": phases.attrs["thresholds"],
                "background": phases.attrs["background"], "normaliser": phases.attrs["normaliser"]},
               "thresholds")
 print("thresholds:", phases.attrs["thresholds"], phases.attrs["threshold_methods"])
-fig = wf.phase_scatter(phases, title=f"nuclei from {chosen}")
-run.save_figure(fig, "phase_scatter")
-plt.show()
+fig = wf.phase_scatter(df=phases, title=f"nuclei from {chosen}")
+run.show(fig, "phase_scatter")
 
 # %%
-fractions = fucci.phase_fractions(phases)
+fractions = fucci.phase_fractions(df=phases)
 run.save_table(fractions, "phase_fractions")
 fractions
 
@@ -212,13 +208,10 @@ fractions
 
 # %%
 spacing = [raw.pixel_size.get(a, 1.0) for a in "ZYX"]
-radial = fucci.radial_distribution(phases, pixel_size=spacing, bins=radial_bins)
+radial = fucci.radial_distribution(df=phases, pixel_size=spacing, bins=radial_bins)
 run.save_table(radial, "radial_distribution")
-fig = wf.radial_figure(radial)
-run.save_figure(fig, "radial_distribution")
-fig = wf.shape_figure(nuclei)
-run.save_figure(fig, "shape_by_phase")
-plt.show()
+run.show(wf.radial_figure(radial=radial), "radial_distribution")
+run.show(wf.shape_figure(df=nuclei), "shape_by_phase")
 radial.round(3)
 
 # %% [markdown]
@@ -229,12 +222,12 @@ radial.round(3)
 
 # %%
 if data["phases"] is not None and truth is not None:
-    truth_df = wf.truth_phase_table(truth, data["phases"])
-    acc = fucci.phase_accuracy(phases, truth_df, match="centroid", max_distance=match_distance_px)
+    truth_df = wf.truth_phase_table(truth_labels=truth, phases=data["phases"])
+    acc = fucci.phase_accuracy(pred_df=phases, truth_df=truth_df, match="centroid", max_distance=match_distance_px)
     on_truth = wf.phase_table(labels=truth, image=raw, red_channel=red_ch, green_channel=green_ch,
                               red_threshold=red_threshold, green_threshold=green_threshold,
                               background_percentile=background_percentile, norm_percentile=norm_percentile)
-    acc_truth = fucci.phase_accuracy(on_truth, truth_df, match="label")
+    acc_truth = fucci.phase_accuracy(pred_df=on_truth, truth_df=truth_df, match="label")
     summary = pd.DataFrame([
         {"nuclei": chosen, "accuracy": acc["accuracy"], "n_matched": acc["n_matched"],
          "n_truth": acc["n_truth"], "n_pred": acc["n_pred"]},
@@ -243,9 +236,9 @@ if data["phases"] is not None and truth is not None:
     ])
     run.save_table(summary, "phase_accuracy")
     run.save_table(acc["confusion"].reset_index(), "confusion")
-    fig = wf.confusion_figure(acc["confusion"], f"phases on {chosen} nuclei: accuracy {acc['accuracy']:.2f}")
-    run.save_figure(fig, "confusion")
-    plt.show()
+    fig = wf.confusion_figure(confusion=acc["confusion"],
+                              title=f"phases on {chosen} nuclei: accuracy {acc['accuracy']:.2f}")
+    run.show(fig, "confusion")
     display(summary)
 
 # %%

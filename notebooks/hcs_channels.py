@@ -149,8 +149,7 @@ for t, s in styled.items():
 
 # %%
 fig = hcs.plot_heatmap(tables=tables)
-run.save_figure(fig, "f1_heatmap")
-fig
+run.show(fig, "f1_heatmap")
 
 # %% [markdown]
 # ## The best subset, fused every way, next to the truth
@@ -160,8 +159,7 @@ fig
 if example_target in runs:
     view = hcs.subset_view(run_dir=runs[example_target], channels=best[example_target]["channels"])
     fig = hcs.plot_examples(view=view, target=example_target)
-    run.save_figure(fig, "fusion_examples")
-    display(fig)  # noqa: F821
+    run.show(fig, "fusion_examples")
 
 # %%
 run.finish()

@@ -82,7 +82,6 @@ print("run folder:", run.folder)
 # %%
 import logging
 
-import matplotlib.pyplot as plt
 from IPython.display import display
 
 from opsef_core.workflows import clearing as wc
@@ -103,8 +102,7 @@ for cond, entries in data.items():
 profiles = wc.clearing_profiles(data=data, patch_size=patch_size)
 run.save_table(profiles, "clearing_profiles")
 fig = wc.plot_profiles(profiles=profiles, band=band)
-run.save_figure(fig, "clearing_along_depth")
-plt.show()
+run.show(fig, "clearing_along_depth")
 
 # %%
 comparison = wc.band_comparison(profiles=profiles, band=band, side=band_side)
@@ -131,10 +129,8 @@ for cond, run_dir in seg.attrs["runs"].items():
     print(f"{cond}: opsef run {run_dir / 'run.json'}")
 run.save_table(seg, "segmentation_along_depth")
 fig = wc.plot_segmentation_depth(seg=seg)
-run.save_figure(fig, "segmentation_along_depth")
-plt.show()
+run.show(fig, "segmentation_along_depth")
 
-# %%
 # %% [markdown]
 # The same scores averaged over the 70–100 % band, per condition and model.
 
@@ -150,8 +146,7 @@ seg_band.round(3)
 
 # %%
 fig = wc.plot_counts(seg=seg)
-run.save_figure(fig, "counts_along_depth")
-plt.show()
+run.show(fig, "counts_along_depth")
 
 # %% [markdown]
 # ## 4. Transfer matrix: trained on A, tested on B
@@ -174,8 +169,7 @@ if train_transfer:
     run.save_json({c: str(p.relative_to(run.folder)) for c, p in matrix.attrs["runs"].items()}, "transfer_runs")
     run.save_table(matrix, "transfer_matrix")
     fig = wc.plot_transfer(matrix=matrix, metrics=("pixel_f1", "aji", "f1@0.5"))
-    run.save_figure(fig, "transfer_matrix")
-    plt.show()
+    run.show(fig, "transfer_matrix")
     display(matrix.round(3))
 
 # %% [markdown]

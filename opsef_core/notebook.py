@@ -83,7 +83,8 @@ class NotebookRun:
     params : dict
         The validated parameters (as written to ``record.json``).
     outputs : list of str
-        Files written through :meth:`save_figure` / :meth:`save_table`.
+        Files written through :meth:`show` / :meth:`save_figure` / :meth:`save_table` /
+        :meth:`save_json`.
     """
 
     notebook: str
@@ -105,6 +106,29 @@ class NotebookRun:
         path = save_figure(fig, self.path(name if name.endswith(".png") else f"{name}.png"), dpi=dpi)
         self._note(path)
         return path
+
+    def show(self, fig, name: str | None = None, dpi: int = 110) -> None:
+        """Show a figure in the notebook as a PNG image, saved in the run folder.
+
+        The one way the notebooks show a figure. ``fig`` is a matplotlib figure (saved as
+        ``name``.png with :meth:`save_figure`, then the saved file is displayed) or the path
+        of a PNG already written (a run folder's montage or overlay: displayed as it is).
+        The output is an ``image/png`` output in Jupyter, JupyterLab and papermill alike —
+        a bare ``Figure`` drawn without pyplot (:func:`opsef_core.viz.new_figure`) as a
+        cell's value would show only as the text ``<Figure size ...>``. Outside IPython the
+        figure is only saved. Returns nothing, so a cell ending with ``run.show(...)`` shows the
+        image once (the saved file is listed in ``provenance.json``; :meth:`save_figure` returns
+        its path).
+        """
+        from .viz import display_png
+
+        if isinstance(fig, (str, Path)):
+            path = Path(fig)
+        else:
+            if not name:
+                raise ValueError("NotebookRun.show: give the figure a name (the PNG's file name)")
+            path = self.save_figure(fig, name, dpi=dpi)
+        display_png(path.read_bytes())
 
     def save_table(self, df, name: str) -> Path:
         """Save a pandas DataFrame as CSV in the run folder (atomically) and list it."""

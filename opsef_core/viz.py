@@ -15,6 +15,10 @@ over-segmented / failed):
 Figures are made by :func:`new_figure` (matplotlib's Agg canvas, no display needed,
 no pyplot state) and saved atomically as PNG by :func:`save_figure`; the other modules
 (widgets, analysis, ranking, workflows) make and save their figures with these two.
+Such a figure is not shown by Jupyter's inline backend (a bare ``Figure`` as a cell's
+value prints as ``<Figure size ...>``): notebooks show figures with
+:meth:`opsef_core.notebook.NotebookRun.show` (save, then display the PNG), which uses
+:func:`figure_png` / :func:`display_png`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import numpy as np
 
 from .image import to_display
 
-__all__ = ["to_plane", "overlay", "montage", "depth_profile_plot", "new_figure", "save_figure", "label_colors"]
+__all__ = ["to_plane", "overlay", "montage", "depth_profile_plot", "new_figure", "save_figure", "figure_png",
+           "display_png", "label_colors"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,13 +140,40 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (the same rendering as :func:`save_figure`)."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def display_png(png) -> None:
+    """Display a PNG (bytes, or a figure rendered with :func:`figure_png`) as an ``image/png`` output.
+
+    Does nothing outside IPython (a script, a test without a kernel).
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image as _PNG
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython is pinned with the notebooks
+        return
+    if get_ipython() is None:
+        return
+    data = png if isinstance(png, (bytes, bytearray)) else figure_png(png)
+    display(_PNG(data=bytes(data), format="png"))
+
+
 def new_figure(figsize: tuple[float, float], *, layout: str | None = None):
     """A matplotlib figure on its own Agg canvas: the one way opsef makes figures.
 
     The figure is not registered with ``pyplot`` (no global state, nothing to close, no
     memory growth in loops, works without a display); it can be saved with
-    :func:`save_figure` (or ``fig.savefig``) and a notebook shows it when it is a cell's
-    value.
+    :func:`save_figure` (or ``fig.savefig``); a notebook shows it with
+    :meth:`opsef_core.notebook.NotebookRun.show` (not as a cell's bare value, which Jupyter
+    prints as ``<Figure size ...>``).
 
     Parameters
     ----------

@@ -64,7 +64,12 @@ class Explorer:
     def _ipython_display_(self):  # pragma: no cover - only in a live notebook
         from IPython.display import display
 
-        display(self.widget if self.widget is not None else self.figure)
+        from .viz import display_png
+
+        if self.widget is not None:
+            display(self.widget)
+        else:  # the static figure as an image (a bare Figure would print as "<Figure size ...>")
+            display_png(self.figure)
 
 
 def _ipywidgets(interactive: bool):

@@ -47,12 +47,43 @@ def execute(name: str, out_root: Path, parameters: dict | None = None, record: P
     finally:
         if env_backup is None:
             os.environ.pop("MPLBACKEND", None)
+    check_figures(out_root / f"{name}.executed.ipynb")
     new = sorted(p for p in set(out_root.glob("*")) - before if p.is_dir())
     assert len(new) == 1, f"{name}: expected one new run folder under {out_root}, found {new}"
     folder = new[0]
     assert (folder / "record.json").is_file(), f"{name}: no record.json in {folder}"
     assert (folder / "provenance.json").is_file(), f"{name}: no provenance.json in {folder}"
     return folder
+
+
+def check_figures(executed: Path) -> int:
+    """Assert that every figure of an executed notebook is an ``image/png`` output; return their number.
+
+    No output (display, result or printed text) may be a matplotlib figure's text form
+    ``<Figure size ...>`` (what Jupyter shows for a bare Figure drawn without pyplot), and every
+    cell calling ``run.show(...)`` outside a block (an ``if``) must have an ``image/png`` output.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    n_png = 0
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        pngs = 0
+        for out in cell.get("outputs", []):
+            texts = [out.get("text", "")] if out.get("output_type") == "stream" else []
+            data = out.get("data", {})
+            texts.append(data.get("text/plain", ""))
+            texts = ["".join(t) if isinstance(t, list) else t for t in texts]
+            assert not any("<Figure size" in t for t in texts), \
+                f"{executed.name}, cell {i}: a figure shown as text, not as an image:\n{cell.source}"
+            pngs += "image/png" in data
+        if any(line.startswith("run.show(") for line in cell.source.splitlines()):
+            assert pngs, f"{executed.name}, cell {i}: run.show(...) displayed no image/png:\n{cell.source}"
+        n_png += pngs
+    assert n_png, f"{executed.name}: no image/png output at all"
+    return n_png
 
 
 def execute_cli(name: str, out_root: Path, record: Path, timeout: int = 900) -> Path:
@@ -71,6 +102,7 @@ def execute_cli(name: str, out_root: Path, record: Path, timeout: int = 900) -> 
     done = subprocess.run(cmd, cwd=NOTEBOOKS, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "MPLBACKEND": "Agg"})
     assert done.returncode == 0, f"papermill CLI failed ({done.returncode}):\n{done.stderr[-3000:]}"
+    check_figures(out_root / f"{name}.executed.ipynb")
     new = sorted(p for p in set(out_root.glob("*")) - before if p.is_dir())
     assert len(new) == 1, f"{name}: expected one new run folder under {out_root}, found {new}"
     return new[0]

@@ -45,3 +45,26 @@ def test_parameters_cell_is_plain_and_recorded(path):
     following = "\n".join(c.source for c in nb.cells[i + 1:i + 3])
     assert "start_notebook_run" in following, f"{path.name}: the cell after the parameters must record them"
     assert nb.cells[0].cell_type == "markdown", f"{path.name}: must open with what it does"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.stem)
+def test_figures_are_shown_one_way(path):
+    """Figures are shown with ``run.show`` (an image/png output), never as a cell's bare Figure value
+    nor through pyplot (``plt.show()`` shows nothing under papermill's Agg backend)."""
+    nb = nbformat.read(path, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert any("run.show(" in src for src in code), f"{path.name}: shows no figure with run.show"
+    for src in code:
+        assert src.strip(), f"{path.name}: an empty code cell (Run All leaves it unnumbered)"
+        assert "pyplot" not in src and "plt." not in src, f"{path.name}: uses pyplot:\n{src}"
+        assert "IPython.display import Image" not in src, f"{path.name}: shows a PNG another way:\n{src}"
+        last = src.strip().splitlines()[-1].split("#")[0].strip() if src.strip() else ""
+        assert last not in {"fig", "explorer.figure", "browser.figure"}, f"{path.name}: a bare Figure as value:\n{src}"
+
+
+def test_workflows_draw_without_pyplot():
+    """Every workflow makes its figures with ``viz.new_figure`` (one way, no pyplot state)."""
+    from nbhelpers import REPO
+
+    for module in sorted((REPO / "opsef_core" / "workflows").glob("*.py")):
+        assert "matplotlib.pyplot" not in module.read_text(), f"{module.name} draws with pyplot: use viz.new_figure"

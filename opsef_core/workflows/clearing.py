@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, EmptyFolderError, InputFileError
 from ..run.execute import execute_config
+from ..viz import new_figure
 
 __all__ = [
     "CONTRAST_METRICS",
@@ -695,15 +696,22 @@ def transfer_matrix(data: dict, trained: pd.DataFrame, train_images: int = 1,
 
 
 # ----------------------------------------------------------------------------- figures
+# Figures are made with :func:`opsef_core.viz.new_figure` (no global figure state); the notebook shows
+# them with ``run.show(fig, name)``.
+def _colour_cycle():
+    import matplotlib
+
+    return matplotlib.rcParams["axes.prop_cycle"]
+
+
 def plot_profiles(profiles: pd.DataFrame, metrics=CONTRAST_METRICS, band=(70.0, 100.0)):
     """Metrics along depth (``depth_pct``: 0 top, 100 centre, 200 bottom), one line per condition and stack.
 
     The 70–100 % band is shaded on both sides of the centre.
     """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
-    colours = dict(zip(profiles["condition"].unique(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig = new_figure((3.6 * len(metrics), 3.2))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
+    colours = dict(zip(profiles["condition"].unique(), _colour_cycle().by_key()["color"]))
     for ax, m in zip(axes[0], metrics):
         for (cond, name), g in profiles.groupby(["condition", "image"], sort=False):
             g = g.sort_values("depth_pct")
@@ -722,12 +730,11 @@ def plot_profiles(profiles: pd.DataFrame, metrics=CONTRAST_METRICS, band=(70.0, 
 
 def plot_segmentation_depth(seg: pd.DataFrame, metrics=("pixel_f1", "aji")):
     """Pixel F1 and AJI along depth: one panel per metric, one line per model and condition."""
-    import matplotlib.pyplot as plt
-
     x = "depth_pct" if "depth_pct" in seg.columns else "z"
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.4), squeeze=False)
+    fig = new_figure((5 * len(metrics), 3.4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     styles = {c: s for c, s in zip(seg["condition"].unique(), ["-", "--", ":", "-."])}
-    colours = dict(zip(seg["model"].unique(), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    colours = dict(zip(seg["model"].unique(), _colour_cycle().by_key()["color"]))
     for ax, m in zip(axes[0], metrics):
         for (cond, model), g in seg.groupby(["condition", "model"], sort=False):
             g = g.groupby(x, as_index=False)[m].mean().sort_values(x)
@@ -742,10 +749,9 @@ def plot_segmentation_depth(seg: pd.DataFrame, metrics=("pixel_f1", "aji")):
 
 def plot_counts(seg: pd.DataFrame):
     """Nuclei per slice against the truth count, one panel per condition (first stack of each)."""
-    import matplotlib.pyplot as plt
-
     conds = list(seg["condition"].unique())
-    fig, axes = plt.subplots(1, len(conds), figsize=(4.8 * len(conds), 3.4), squeeze=False)
+    fig = new_figure((4.8 * len(conds), 3.4))
+    axes = fig.subplots(1, len(conds), squeeze=False)
     for ax, cond in zip(axes[0], conds):
         sub = seg[seg["condition"] == cond]
         first = sub["image"].iloc[0]
@@ -765,9 +771,8 @@ def plot_counts(seg: pd.DataFrame):
 
 def plot_transfer(matrix: pd.DataFrame, metrics=("pixel_f1", "aji")):
     """Heat maps of the transfer matrix (rows: trained on, columns: tested on)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 3.2), squeeze=False)
+    fig = new_figure((3.8 * len(metrics), 3.2))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     order = list(dict.fromkeys(matrix["train"]))
     for ax, m in zip(axes[0], metrics):
         tab = matrix.pivot(index="train", columns="test", values=m).reindex(index=order, columns=order)

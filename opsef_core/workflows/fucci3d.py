@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, EmptyFolderError, InputFileError, RunFolderError
+from ..viz import new_figure
 
 __all__ = [
     "CHANNELS",
@@ -217,13 +218,12 @@ def busiest_slice(labels_or_none, nz: int) -> int:
 
 def before_after_figure(raw, processed, artefacts=None, z: int | None = None):
     """One row per channel: raw slice, processed slice (and removed artefacts, max projection)."""
-    import matplotlib.pyplot as plt
-
     nz = raw.spatial(c=0).shape[0]
     z = nz // 2 if z is None else int(z)
     names = list(raw.channel_names)
     ncol = 3 if artefacts is not None else 2
-    fig, axes = plt.subplots(len(names), ncol, figsize=(3 * ncol, 3 * len(names)), squeeze=False)
+    fig = new_figure((3 * ncol, 3 * len(names)))
+    axes = fig.subplots(len(names), ncol, squeeze=False)
     for i, ch in enumerate(names):
         a = np.asarray(raw.spatial(c=i)[z])
         b = np.asarray(processed.spatial(c=i)[z])
@@ -484,14 +484,13 @@ def score_models(truth, results: dict) -> pd.DataFrame:
 
 def labels_figure(image2d, results: dict, truth=None, z: int | None = None):
     """Contours of each model's labels on one slice (truth first when given)."""
-    import matplotlib.pyplot as plt
-
     from ..viz import overlay
 
     panels = ([("truth", truth)] if truth is not None else []) + list(results.items())
     nz = image2d.shape[0]
     z = busiest_slice(truth, nz) if z is None else int(z)
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3), squeeze=False)
+    fig = new_figure((2.8 * len(panels), 3))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, lab) in zip(axes[0], panels):
         ax.imshow(overlay(image2d[z], lab[z]))
         ax.set_title(f"{name} (z={z})", fontsize=8)
@@ -566,9 +565,8 @@ _PHASE_COLOURS = {"G1": "tab:red", "S/G2/M": "tab:green", "G1/S": "gold", "unlab
 
 def phase_scatter(df: pd.DataFrame, title: str = ""):
     """Red vs green per nucleus, coloured by phase, with the two threshold lines."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.4, 4))
+    fig = new_figure((4.4, 4))
+    ax = fig.subplots()
     for ph, col in _PHASE_COLOURS.items():
         sub = df[df["phase"].astype(str) == ph]
         ax.scatter(sub["red"], sub["green"], c=col, s=22, edgecolors="k", linewidths=0.3,
@@ -590,9 +588,8 @@ def phase_scatter(df: pd.DataFrame, title: str = ""):
 
 def confusion_figure(confusion: pd.DataFrame, title: str = ""):
     """Heat map of a phase confusion matrix (rows truth, columns predicted)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    fig = new_figure((4.2, 3.8))
+    ax = fig.subplots()
     a = confusion.to_numpy()
     ax.imshow(a, cmap="Blues")
     for i in range(a.shape[0]):
@@ -609,9 +606,8 @@ def confusion_figure(confusion: pd.DataFrame, title: str = ""):
 
 def radial_figure(radial: pd.DataFrame):
     """Stacked bars of phase fractions per radial bin (from :func:`opsef_core.science.fucci.radial_distribution`)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = new_figure((5, 3.2))
+    ax = fig.subplots()
     mids = (radial["r_min"] + radial["r_max"]) / 2
     width = (radial["r_max"] - radial["r_min"]).to_numpy() * 0.9
     bottom = np.zeros(len(radial))
@@ -631,9 +627,8 @@ def radial_figure(radial: pd.DataFrame):
 
 def shape_figure(df: pd.DataFrame, columns=("volume", "sphericity")):
     """Box plots of 3D measurements per phase."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2), squeeze=False)
+    fig = new_figure((4 * len(columns), 3.2))
+    axes = fig.subplots(1, len(columns), squeeze=False)
     phases = [p for p in _PHASE_COLOURS if (df["phase"].astype(str) == p).any()]
     for ax, col in zip(axes[0], columns):
         data = [df.loc[df["phase"].astype(str) == p, col].dropna().to_numpy() for p in phases]
