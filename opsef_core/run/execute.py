@@ -194,12 +194,12 @@ def execute(
             files.setdefault(it.ground_truth, "ground_truth")
         if it.class_mask:
             files.setdefault(it.class_mask, "class_mask")
-    accepted = verify_record(earlier, files, models, accept=accept_changes) if earlier is not None else []
+    entries = [_file_entry(path, role) for path, role in files.items()]  # each file hashed once
+    accepted = verify_record(earlier, entries, models, accept=accept_changes) if earlier is not None else []
 
     if record is None:
         run_dir = create_run_folder(out if out is not None else Path.cwd() / "runs", config.stem)
-        record = new_record(given, run_dir, [c.as_dict() for c in combos], models,
-                            [_file_entry(path, role) for path, role in files.items()],
+        record = new_record(given, run_dir, [c.as_dict() for c in combos], models, entries,
                             command_line=command_line, execution={"workers": workers, "scheduler": scheduler})
         record.items = [ItemStatus(id=it.id, image=it.id, path=it.path, series=it.series, t=it.t,
                                    n_combinations=len(combos)) for it in items]
@@ -210,7 +210,7 @@ def execute(
             record.status, record.finished, record.error = "running", None, None
             record.resumed.append(utc_now())
             if accepted:  # the files now are the ones this run reads: record their checksums
-                record.inputs = [_file_entry(path, role) for path, role in files.items()]
+                record.inputs = entries
                 record.models = models
                 record.changes_accepted += accepted
         write_record(record, run_dir)

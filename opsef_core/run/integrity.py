@@ -42,15 +42,16 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def verify_record(record, files: dict[str, str], models: list[dict], *, accept: bool) -> list[str]:
+def verify_record(record, files: list, models: list[dict], *, accept: bool) -> list[str]:
     """Compare a run record with the files and models a re-run or resume would use now.
 
     Parameters
     ----------
     record : RunRecord
         The recorded run.
-    files : dict
-        Path -> role of every file the run reads now (inputs, ground truth, class masks).
+    files : list of InputFile
+        Every file the run reads now (inputs, ground truth, class masks) with its size and
+        checksum now (computed once by the caller, and recorded as they are).
     models : list of dict
         ``describe_model`` entries now (``segmenter``, ``setting``, ``checksum``, ``path``).
     accept : bool
@@ -67,22 +68,22 @@ def verify_record(record, files: dict[str, str], models: list[dict], *, accept: 
         A difference and ``accept`` is False: the message names the first file and says how to
         proceed.
     """
-    from ..record import sha256
-
     problems: list[tuple[str, str]] = []
     recorded = {f.path: f for f in record.inputs}
+    now = {f.path: f for f in files}
     for path, entry in recorded.items():
         if entry.sha256 is None:
             continue
-        if not os.path.exists(path):
-            problems.append((path, f"{entry.role} file is gone since the run was recorded"))
+        if path not in now:  # not read by this run (e.g. --limit); an error only when it is gone
+            if not os.path.exists(path):
+                problems.append((path, f"{entry.role} file is gone since the run was recorded"))
             continue
-        if os.path.getsize(path) != entry.size or sha256(path) != entry.sha256:
+        if (now[path].size, now[path].sha256) != (entry.size, entry.sha256):
             problems.append((path, f"{entry.role} file changed since the run was recorded "
                                    f"(sha256 was {entry.sha256[:12]}...)"))
-    for path, role in files.items():
+    for path, entry in now.items():
         if path not in recorded:
-            problems.append((path, f"{role} file is new: not part of the recorded run"))
+            problems.append((path, f"{entry.role} file is new: not part of the recorded run"))
     before = {(m.get("segmenter"), m.get("setting")): m for m in record.models}
     for m in models:
         old = before.get((m.get("segmenter"), m.get("setting")))

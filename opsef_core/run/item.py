@@ -12,7 +12,6 @@ labels.  The working-resolution labels are kept in ``labels_working/`` when they
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -168,19 +167,16 @@ def to_input_grid(labels: np.ndarray, working, image) -> tuple[np.ndarray, bool]
 # ---------------------------------------------------------------------- per-combination result
 @dataclass
 class CombinationResult:
-    """What one combination produced for one item: the row of ``summary.csv`` and its labels.
+    """What one combination produced for one item: its row of ``summary.csv``.
 
-    ``labels`` are on the input grid (scored, measured, written to ``labels/``); ``working``
-    are the labels on the pipeline's grid when that grid differs (``labels_working/``).
+    ``labels_path`` names the labels on the input grid (scored, measured); ``labels_working_path``
+    those on the pipeline's grid when that grid differs.  The arrays themselves are not kept.
     """
 
     combination: Combination
     item: Item
     status: str = "failed"
     error: str | None = None
-    labels: np.ndarray | None = None
-    working: np.ndarray | None = None
-    final: np.ndarray | None = None
     n_objects: int | None = None
     n_objects_filtered: int | None = None
     t_preprocess_s: float | None = None
@@ -203,7 +199,6 @@ class CombinationResult:
         """The summary row (JSON types)."""
         c = self.combination
         return {**self.item.columns(), **c.columns(),
-                "params": json.dumps(c.params, sort_keys=True, separators=(",", ":")),
                 "status": self.status, "error": self.error, "n_objects": self.n_objects,
                 "n_objects_filtered": self.n_objects_filtered, "t_preprocess_s": self.t_preprocess_s,
                 "t_network_s": self.t_network_s, "t_decode_s": self.t_decode_s,
@@ -555,7 +550,6 @@ def _write_combination(ctx: _ItemContext, res: CombinationResult, pre, display: 
                 _write_class_labels(ctx.run_dir, res.name, final, classes, grid_ps, kept_axes)
             for cls, n in classes["class"].value_counts(sort=False).items():
                 res.extra[f"n_class_{cls}"] = int(n)
-    res.final = final
     if out.overlays:
         _write_png(ctx.run_dir / "overlays" / f"{res.name}.png",
                    _overlay_rgb(_display_plane(meas_image) if changed else display, final))
@@ -563,7 +557,7 @@ def _write_combination(ctx: _ItemContext, res: CombinationResult, pre, display: 
         from ..export import write_roi_zip
 
         write_roi_zip(ctx.run_dir / "rois" / f"{res.name}.zip", final)
-    cols = {**ctx.item.columns(), **c.columns(), "params": res.row()["params"]}
+    cols = {**ctx.item.columns(), **c.columns()}
     if "time_s" in (image.metadata or {}):
         cols["time_s"] = image.metadata["time_s"]
     if out.measurements:

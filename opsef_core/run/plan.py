@@ -97,9 +97,10 @@ class Combination:
         return asdict(self)
 
     def columns(self) -> dict:
-        """The columns that name this combination in every table."""
+        """The columns that name this combination in every table (``params``: its parameters as JSON)."""
         return {"combination": self.id, "pipeline": self.pipeline, "segmenter": self.segmenter,
                 "backend": self.backend, "setting": self.setting_id,
+                "params": json.dumps(self.params, sort_keys=True, separators=(",", ":")),
                 **{f"param_{k}": v if isinstance(v, (str, int, float, bool)) or v is None
                    else json.dumps(v) for k, v in self.sweep.items()}}
 
