@@ -388,6 +388,8 @@ class RunConfig(_Strict):
         """Every path a config names, by dotted key: inputs, ground truth, class masks, and
         segmenter parameters that name an existing file or folder relative to :attr:`base_dir`
         (a model folder); model *names* (``"cyto3"``) are left alone."""
+        from .models import looks_like_path
+
         found = {"inputs.path": self.inputs.path}
         if self.inputs.ground_truth is not None:
             found["inputs.ground_truth"] = self.inputs.ground_truth
@@ -400,7 +402,8 @@ class RunConfig(_Strict):
                 values = getattr(seg, part)
                 for k, v in values.items():
                     for j, x in enumerate(v if part == "sweep" else [v]):
-                        if isinstance(x, str) and _looks_like_path(x) and (self.base_dir / x).exists():
+                        if isinstance(x, str) and looks_like_path(x) and not Path(x).is_absolute() \
+                                and (self.base_dir / x).exists():
                             found[f"segmenters[{i}].{part}.{k}" + (f"[{j}]" if part == "sweep" else "")] = x
         return found
 
@@ -445,10 +448,6 @@ class RunConfig(_Strict):
     def to_json(self) -> str:
         """JSON text of the config (as given; paths unresolved)."""
         return json.dumps(self.model_dump(mode="json"), indent=2)
-
-
-def _looks_like_path(text: str) -> bool:
-    return ("/" in text or text.startswith(".")) and not Path(text).is_absolute()
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:

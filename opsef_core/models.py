@@ -137,7 +137,8 @@ def file_checksum(path: str | Path) -> str:
     return _CHECKSUMS[key]
 
 
-def _looks_like_path(spec: str) -> bool:
+def looks_like_path(spec: str) -> bool:
+    """Whether a model spec names a file or folder (a separator, ``.`` first, or absolute), not a name."""
     return os.sep in spec or "/" in spec or spec.startswith(".") or Path(spec).is_absolute()
 
 
@@ -176,7 +177,7 @@ def resolve_model(backend: str, spec: str | Path, download: bool = True) -> Reso
     candidate = Path(spec).expanduser()
     if candidate.exists():
         return ResolvedModel(backend, spec, candidate.resolve(), file_checksum(candidate), "path")
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise ModelNotFoundError(f"{backend} model path does not exist", candidate)
     groups = [("project", _project_candidates)] + [("cache", f) for f in _SEARCH.get(backend, [])]
     for source, finder in groups:
