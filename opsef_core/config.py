@@ -210,6 +210,13 @@ class OutputsConfig(_Strict):
     class_labels: bool = False
     #: channel pairs ``[a, b]``: ``measurements.csv`` gets ``ratio_<a>_<b>`` = mean a / mean b per object
     channel_ratios: list[tuple[str, str]] = Field(default_factory=list)
+    #: label images: ``tiff`` (compressed, in memory), ``ome-zarr`` (an NGFF label pyramid written
+    #: tile by tile: the item is *streamed*, see ``execution.tiling``), or ``auto``: OME-Zarr for
+    #: tiled items of more than ``OME_ZARR_MIN_PIXELS`` pixels, TIFF otherwise
+    labels_format: Literal["auto", "tiff", "ome-zarr"] = "auto"
+
+    #: ``labels_format="auto"`` streams tiled items above this many pixels (4096 x 4096)
+    OME_ZARR_MIN_PIXELS: ClassVar[int] = 4096 * 4096
 
 
 class EvaluationConfig(_Strict):
@@ -256,6 +263,9 @@ class TilingConfig(_Strict):
 
     tile_shape: int | list[int] = 1024
     overlap: int | list[int] = 64
+    #: whole-image statistics of a streamed item (percentiles of the pipeline's output) are taken
+    #: of at most this many pixels: every pixel below it, a stride on the image grid above it
+    max_sample: int = Field(default=4_000_000, ge=10_000)
 
     #: smallest tile edge accepted (a 1-pixel tile is never what anyone meant)
     MIN_TILE: ClassVar[int] = 16
@@ -653,7 +663,31 @@ def config_from_dict(data: dict, where: str = "config", check: bool = True) -> R
         _check_pipelines(cfg, where)
         _check_segmenters(cfg, where)
         _check_postprocess(cfg, where)
+        _check_streaming(cfg, where)
     return cfg
+
+
+def _check_streaming(cfg: RunConfig, where: str) -> None:
+    """``outputs.labels_format: "ome-zarr"`` streams every item tile by tile: it needs
+    ``execution.tiling`` and pipelines whose steps run tile by tile (checked before any compute)."""
+    if cfg.outputs.labels_format != "ome-zarr":
+        return
+    if cfg.execution.tiling is None:
+        raise ConfigError("outputs.labels_format 'ome-zarr' writes labels tile by tile: give execution.tiling "
+                          "(tile_shape, overlap)", where)
+    from . import preprocess
+    from .preprocess import Pipeline
+
+    for i, p in enumerate(cfg.pipelines):
+        pipeline = Pipeline.from_dict(p.model_dump(mode="json"))
+        for j, step in enumerate(pipeline.steps):
+            info = step.info()
+            params = preprocess.registry.validate_params(info, step.params)
+            # refused when no input dtype makes it local (whether integer data do is known per item)
+            if all(info.tile_halo(params, (1.0, 1.0), dt) is None for dt in ("uint16", "float32")):
+                raise ConfigError(f"pipelines[{i}].steps[{j}] ({step.name!r}) needs the whole image (a global "
+                                  "statistic or a change of grid), so it cannot run tile by tile with "
+                                  "outputs.labels_format 'ome-zarr'", where)
 
 
 def load_config(path: str | Path) -> RunConfig:

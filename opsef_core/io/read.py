@@ -102,7 +102,7 @@ def list_scenes(path: str | Path) -> list[dict]:
 
 
 def read_labels(path: str | Path, scene: int | str | None = None, axes: str | None = None) -> np.ndarray:
-    """Read a label image as an integer (Z)YX array.
+    """Read a label image as an integer (Z)YX array (a TIFF, or level 0 of an OME-Zarr label pyramid).
 
     The values follow opsef's one label rule (:func:`opsef_core.measure.check_labels`): integer
     and boolean files, and float files (e.g. 32-bit masks saved by ImageJ) whose every value is
@@ -115,6 +115,15 @@ def read_labels(path: str | Path, scene: int | str | None = None, axes: str | No
         fractional values, or is not a label image.
     """
     path = Path(path)
+    from .ngff import is_ngff
+
+    if is_ngff(path):  # an OME-Zarr label pyramid (a streamed run's labels): level 0
+        from ..measure import check_labels
+        from .ngff import labels_as_array
+
+        check_path(path, "folder")
+        data = check_labels(labels_as_array(path), ndim=None, source=path)
+        return data.astype(np.uint16) if data.max(initial=0) <= 65535 else data.astype(np.uint32)
     image = read_image(path, scene=scene, axes=axes)
     for axis in "TC":
         if image.size(axis) > 1:

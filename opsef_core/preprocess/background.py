@@ -32,7 +32,24 @@ class SubtractConstantParams(StepParams):
     value: float = Field(0.0, description="constant subtracted from every pixel")
 
 
-@register_step("subtract_constant", SubtractConstantParams, "2d3d", headline=("value",))
+def _pointwise(p, spacing, dtype) -> tuple:
+    """A pointwise step reads no neighbour."""
+    return (0,) * len(spacing)
+
+
+def _opening_halo(p, spacing, dtype) -> tuple:
+    """An opening (erosion then dilation) reads twice the element's half-width."""
+    return tuple(2 * int(np.floor(r)) for r in axis_radii(p.radius, spacing, p.anisotropic))
+
+
+def _rolling_ball_halo(p, spacing, dtype) -> tuple:
+    """The rolling ball's background is an opening by a ball of ``radius``: twice its extent, in
+    plane only (stacks are processed plane by plane)."""
+    h = 2 * int(np.ceil(p.radius))
+    return (0,) * (len(spacing) - 2) + (h, h)
+
+
+@register_step("subtract_constant", SubtractConstantParams, "2d3d", headline=("value",), halo=_pointwise)
 @spatial_step()
 def subtract_constant(arr: np.ndarray, p: SubtractConstantParams, spacing: tuple) -> np.ndarray:
     """Subtract a constant (keeps dtype; unsigned/integer results clipped at the dtype's range, e.g. 0).
@@ -56,6 +73,7 @@ class RollingBallParams(StepParams):
     "2d",
     headline=("radius",),
     abbrev={"radius": "r", "light_background": "light"},
+    halo=_rolling_ball_halo,
 )
 @spatial_step(per_plane=True)
 def rolling_ball(arr: np.ndarray, p: RollingBallParams, spacing: tuple) -> np.ndarray:
@@ -87,7 +105,7 @@ class TophatParams(StepParams):
     anisotropic: bool = Field(False, description="scale the radius along Z/Y by the pixel size (3D)")
 
 
-@register_step("tophat", TophatParams, "2d3d", headline=("radius",), abbrev={"radius": "r"})
+@register_step("tophat", TophatParams, "2d3d", headline=("radius",), abbrev={"radius": "r"}, halo=_opening_halo)
 @spatial_step()
 def tophat(arr: np.ndarray, p: TophatParams, spacing: tuple) -> np.ndarray:
     """White top-hat (image minus its opening): keeps bright objects smaller than the element (2D/3D).
@@ -107,7 +125,8 @@ class SubtractTophatParams(TophatParams):
                         "most the plane's extent along Y and X)")
 
 
-@register_step("subtract_tophat", SubtractTophatParams, "2d3d", headline=("radius",), abbrev={"radius": "r"})
+@register_step("subtract_tophat", SubtractTophatParams, "2d3d", headline=("radius",), abbrev={"radius": "r"},
+               halo=_opening_halo)
 @spatial_step()
 def subtract_tophat(arr: np.ndarray, p: SubtractTophatParams, spacing: tuple) -> np.ndarray:
     """Remove bright specks smaller than the element: the image minus its white top-hat, at least 0 (2D/3D).

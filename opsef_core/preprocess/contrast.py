@@ -23,6 +23,7 @@ __all__ = [
     "clahe",
     "gamma",
     "normalize_percentile",
+    "scale_to_limits",
 ]
 
 
@@ -95,6 +96,8 @@ class GammaParams(StepParams):
     output_dtype="float32 in [0, 1]",
     headline=("gamma",),
     abbrev={"gamma": "γ"},
+    # "dtype" on integers is pointwise; "minmax" (and floats) use the image's own range
+    halo=lambda p, spacing, dtype: (0,) * len(spacing) if p.normalise == "dtype" and dtype.kind in "ui" else None,
 )
 @spatial_step()
 def gamma(arr: np.ndarray, p: GammaParams, spacing: tuple) -> np.ndarray:
@@ -128,6 +131,7 @@ class NormalizePercentileParams(StepParams):
     "2d3d",
     output_dtype="float32 ([0, 1] when clip)",
     headline=("low", "high"),
+    global_stat="percentiles",
 )
 @spatial_step()
 def normalize_percentile(arr: np.ndarray, p: NormalizePercentileParams, spacing: tuple) -> np.ndarray:
@@ -139,18 +143,34 @@ def normalize_percentile(arr: np.ndarray, p: NormalizePercentileParams, spacing:
     so the segmenter still sees them and treats them as background.  An image whose two
     percentiles coincide maps to zeros (NaN kept); one without a finite pixel is all NaN.
     """
-    from ..segment.normalize import finite_percentiles, nonfinite_mask
+    from ..segment.normalize import finite_percentiles
 
     f = arr.astype(np.float64)
-    mask = nonfinite_mask(f)
-    if mask is not None and mask.all():
+    finite = np.isfinite(f)
+    if not finite.any():
         return np.full(arr.shape, np.nan, dtype=np.float32)
     lo, hi = finite_percentiles(f, [p.low, p.high])
+    return scale_to_limits(f, lo, hi, clip=p.clip)
+
+
+def scale_to_limits(arr: np.ndarray, lo: float, hi: float, *, clip: bool = True) -> np.ndarray:
+    """``(x - lo) / (hi - lo)`` as float32, clipped to [0, 1] with ``clip``; the pointwise part of
+    ``normalize_percentile`` (a tiled run fixes the whole image's ``lo``/``hi`` once).
+
+    ``hi <= lo`` maps to zeros; non-finite pixels (and every pixel when ``lo``/``hi`` are NaN:
+    an image without a finite pixel) come out as NaN.
+    """
+    from ..segment.normalize import nonfinite_mask
+
+    f = np.asarray(arr).astype(np.float64)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return np.full(f.shape, np.nan, dtype=np.float32)
+    mask = nonfinite_mask(f)
     if hi <= lo:
-        out = np.zeros(arr.shape, dtype=np.float64)
+        out = np.zeros(f.shape, dtype=np.float64)
     else:
         out = (f - lo) / (hi - lo)
-        if p.clip:
+        if clip:
             out = np.clip(out, 0.0, 1.0)
     if mask is not None:
         out[mask] = np.nan

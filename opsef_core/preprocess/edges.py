@@ -26,7 +26,9 @@ class EdgesParams(StepParams):
     method: Literal["sobel", "scharr", "prewitt", "roberts"] = Field("sobel", description="edge operator")
 
 
-@register_step("edges", EdgesParams, "2d3d", output_dtype="float32", headline=("method",))
+@register_step("edges", EdgesParams, "2d3d", output_dtype="float32", headline=("method",),
+               halo=lambda p, spacing, dtype: (0,) * (len(spacing) - 2) + (1, 1) if p.method in _2D_ONLY
+               else (1,) * len(spacing))
 @spatial_step()
 def edges(arr: np.ndarray, p: EdgesParams, spacing: tuple) -> np.ndarray:
     """Edge magnitude by ``skimage.filters.<method>`` (roberts: 2D only, per z plane on stacks); float32."""

@@ -50,7 +50,18 @@ class MedianParams(StepParams):
     anisotropic: bool = Field(False, description="scale the radius along Z/Y by the pixel size (3D)")
 
 
-@register_step("median", MedianParams, "2d3d", headline=("radius",), abbrev={"radius": "r"})
+def _footprint_halo(p, spacing, dtype) -> tuple:
+    """Half-width of a disk/ball/box footprint per axis (the pixels a rank filter reads)."""
+    return tuple(int(np.floor(r)) for r in axis_radii(p.radius, spacing, p.anisotropic))
+
+
+def _gaussian_halo(sigma: tuple, truncate: float) -> tuple:
+    """scipy's Gaussian kernel radius per axis, ``int(truncate * sigma + 0.5)``."""
+    return tuple(int(truncate * float(s) + 0.5) for s in sigma)
+
+
+@register_step("median", MedianParams, "2d3d", headline=("radius",), abbrev={"radius": "r"},
+               halo=_footprint_halo)
 @spatial_step()
 def median(arr: np.ndarray, p: MedianParams, spacing: tuple) -> np.ndarray:
     """Median filter over a disk/ball or box neighbourhood (2D/3D; keeps dtype).
@@ -81,7 +92,8 @@ class MeanParams(StepParams):
         return v
 
 
-@register_step("mean", MeanParams, "2d3d", headline=("size",))
+@register_step("mean", MeanParams, "2d3d", headline=("size",),
+               halo=lambda p, spacing, dtype: tuple(s // 2 for s in _per_axis(p.size, len(spacing), "mean size")))
 @spatial_step()
 def mean(arr: np.ndarray, p: MeanParams, spacing: tuple) -> np.ndarray:
     """Mean (uniform box) filter (2D/3D; keeps dtype).
@@ -116,7 +128,14 @@ class GaussianParams(StepParams):
         return v
 
 
-@register_step("gaussian", GaussianParams, "2d3d", headline=("sigma",), abbrev={"sigma": "σ"})
+def _gaussian_step_halo(p, spacing, dtype) -> tuple:
+    sigma = (_per_axis(p.sigma, len(spacing), "gaussian sigma") if isinstance(p.sigma, tuple)
+             else axis_radii(p.sigma, spacing, p.anisotropic))
+    return _gaussian_halo(sigma, p.truncate)
+
+
+@register_step("gaussian", GaussianParams, "2d3d", headline=("sigma",), abbrev={"sigma": "σ"},
+               halo=_gaussian_step_halo)
 @spatial_step()
 def gaussian(arr: np.ndarray, p: GaussianParams, spacing: tuple) -> np.ndarray:
     """Gaussian smoothing, isotropic, per axis, or anisotropic from the pixel size (keeps dtype).
@@ -141,7 +160,8 @@ class UnsharpParams(StepParams):
     amount: float = Field(1.0, ge=0, le=100, description="weight of the detail (image - blurred) added back")
 
 
-@register_step("unsharp", UnsharpParams, "2d3d", headline=("radius", "amount"), abbrev={"radius": "r"})
+@register_step("unsharp", UnsharpParams, "2d3d", headline=("radius", "amount"), abbrev={"radius": "r"},
+               halo=lambda p, spacing, dtype: _gaussian_halo((p.radius,) * len(spacing), 4.0))
 @spatial_step()
 def unsharp(arr: np.ndarray, p: UnsharpParams, spacing: tuple) -> np.ndarray:
     """Unsharp masking: ``x + amount * (x - gaussian(x, radius))`` (2D/3D; keeps dtype).

@@ -17,7 +17,9 @@ class InvertParams(StepParams):
     """``invert`` has no parameters."""
 
 
-@register_step("invert", InvertParams, "2d3d")
+@register_step("invert", InvertParams, "2d3d",
+               # unsigned integers: pointwise; other data map their own range onto itself (whole image)
+               halo=lambda p, spacing, dtype: (0,) * len(spacing) if dtype.kind == "u" else None)
 @spatial_step()
 def invert(arr: np.ndarray, p: InvertParams, spacing: tuple) -> np.ndarray:
     """Invert intensities, dtype-aware (keeps dtype).
@@ -55,7 +57,7 @@ class ClipParams(StepParams):
         return self
 
 
-@register_step("clip", ClipParams, "2d3d", headline=("low", "high"))
+@register_step("clip", ClipParams, "2d3d", headline=("low", "high"), halo=lambda p, spacing, dtype: (0,) * len(spacing))
 @spatial_step()
 def clip(arr: np.ndarray, p: ClipParams, spacing: tuple) -> np.ndarray:
     """Clip intensities to [low, high], or set values below ``low`` to zero (``zero_below``); keeps dtype.

@@ -106,6 +106,15 @@ class StepInfo:
         Short names of parameters for :meth:`Pipeline.describe`.
     requires_rgb : bool
         Whether the step consumes a 3-channel RGB C axis.
+    halo : callable or None
+        ``halo(params, spacing, dtype) -> tuple of int or None``: how many pixels around each
+        output pixel, per spatial axis, the step reads (a tiled run applies the step to each
+        tile plus this margin and gets exactly the whole-image result).  ``None`` from the
+        function, or no function, means the output depends on the whole image (a global
+        statistic, a change of grid): such a step cannot run tile by tile.
+    global_stat : str or None
+        The whole-image statistic a tile-by-tile run computes once per image and fixes
+        (``"percentiles"`` for ``normalize_percentile``); the step is then pointwise.
     """
 
     name: str
@@ -118,6 +127,18 @@ class StepInfo:
     headline: tuple = ()
     abbrev: dict = field(default_factory=dict)
     requires_rgb: bool = False
+    halo: Callable | None = None
+    global_stat: str | None = None
+
+    def tile_halo(self, params: "StepParams", spacing: tuple, dtype) -> tuple | None:
+        """Pixels per spatial axis the step reads around each output pixel (see ``halo``), or
+        None when it needs the whole image.  ``spacing`` has one entry per spatial axis."""
+        if self.global_stat is not None:
+            return (0,) * len(spacing)
+        if self.halo is None:
+            return None
+        h = self.halo(params, tuple(spacing), np.dtype(dtype))
+        return None if h is None else tuple(int(np.ceil(v)) for v in h)
 
     def defaults(self) -> dict:
         """Default parameter values (JSON types)."""
@@ -146,6 +167,8 @@ def register_step(
     headline: tuple = (),
     abbrev: dict | None = None,
     requires_rgb: bool = False,
+    halo: Callable | None = None,
+    global_stat: str | None = None,
 ) -> Callable:
     """Decorator registering an image-level step function under ``name``.
 
@@ -166,6 +189,12 @@ def register_step(
         Short parameter names for descriptions.
     requires_rgb : bool
         Whether the step consumes an RGB C axis.
+    halo : callable, optional
+        ``halo(params, spacing, dtype)``: the pixels per spatial axis the step reads around each
+        output pixel (None: the whole image); see :class:`StepInfo`.  Without it the step is
+        not run tile by tile.
+    global_stat : str, optional
+        A whole-image statistic the step needs (see :class:`StepInfo`).
 
     Returns
     -------
@@ -191,6 +220,8 @@ def register_step(
             headline=tuple(headline),
             abbrev=dict(abbrev or {}),
             requires_rgb=requires_rgb,
+            halo=halo,
+            global_stat=global_stat,
         )
         return func
 

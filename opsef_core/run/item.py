@@ -26,7 +26,7 @@ from ..errors import AxesError, ConfigError, OpsefError, SegmentationError
 from .folder import ITEMS_DIR
 from .plan import Combination, Item, slug
 
-__all__ = ["CombinationResult", "load_input", "run_item", "to_input_grid"]
+__all__ = ["CombinationResult", "load_input", "run_item", "streams", "to_input_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +36,20 @@ def _err(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------- reading
-def load_input(config: RunConfig, item: Item | str | Path):
+def load_input(config: RunConfig, item: Item | str | Path, *, lazy: bool = False):
     """Read one run item and apply the config's selection (channel, z range, overrides).
 
     Parameters
     ----------
     config : RunConfig
     item : Item, or a path (its first series, first time point)
+    lazy : bool
+        Keep the pixels lazy (dask over the file; read region by region by a streamed run).
 
     Returns
     -------
     Image
-        In memory, without a T axis; without a C axis when a channel is selected or the
+        In memory (unless ``lazy``), without a T axis; without a C axis when a channel is selected or the
         image has one channel.  ``metadata["t"]`` holds the time point, and
         ``metadata["time_s"]`` its time in seconds when the file records the interval.
     """
@@ -79,6 +81,8 @@ def load_input(config: RunConfig, item: Item | str | Path):
         img = img.sel(z=slice(*inp.z_range))
     if inp.crop:
         img = _crop(img, inp.crop, item.path)
+    if lazy:
+        return replace(img, metadata=meta)
     import dask
 
     # read the selected planes here, in this process (on a dask worker the default scheduler
@@ -272,7 +276,10 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
         return res
 
     try:
-        image = load_input(config, item)
+        image = load_input(config, item, lazy=True)
+        streamed = streams(config, image)
+        if not streamed:
+            image = load_input(config, item)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
         if not isinstance(exc, OpsefError):
             logger.error("reading %s failed:\n%s", item.path, traceback.format_exc())
@@ -302,9 +309,20 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
     by_pipeline: dict[int, list[Combination]] = {}
     for c in combinations:
         by_pipeline.setdefault(c.pipeline_index, []).append(c)
-    for combos in by_pipeline.values():
-        montage_rows[combos[0].pipeline] = _run_pipeline(ctx, combos, results)
+    if streamed:
+        import dask
 
+        from .stream import run_pipeline_streamed
+
+        # regions are read here, in this process (a dask worker's default scheduler is the cluster's)
+        with dask.config.set(scheduler="synchronous"):
+            for combos in by_pipeline.values():
+                montage_rows[combos[0].pipeline] = run_pipeline_streamed(ctx, combos, results)
+    else:
+        for combos in by_pipeline.values():
+            montage_rows[combos[0].pipeline] = _run_pipeline(ctx, combos, results)
+
+    montage_rows = {k: v for k, v in montage_rows.items() if v[0] is not None}  # streamed: None without panels
     if config.outputs.montage and montage_rows:
         try:
             from ..viz import montage
@@ -452,6 +470,21 @@ def _stack_planes(planes: list[np.ndarray]) -> np.ndarray:
         out[z] = np.where(lab > 0, lab.astype(np.int64) + offset, 0)
         offset = max(offset, int(out[z].max()))
     return out
+
+
+def streams(config: RunConfig, image) -> bool:
+    """Whether an item is streamed: read region by region and written as OME-Zarr labels.
+
+    ``outputs.labels_format``: ``"ome-zarr"`` always, ``"tiff"`` never, ``"auto"`` when
+    ``execution.tiling`` is set and the item's spatial extent has more than
+    ``OutputsConfig.OME_ZARR_MIN_PIXELS`` pixels.
+    """
+    fmt = config.outputs.labels_format
+    if fmt == "tiff" or config.execution.tiling is None:
+        return False
+    if fmt == "ome-zarr":
+        return True
+    return int(np.prod(_spatial_shape(image))) > config.outputs.OME_ZARR_MIN_PIXELS
 
 
 def _needs_tiles(image, tile_shape) -> bool:

@@ -182,6 +182,15 @@ class ClassicalSegmenter(Segmenter):
             return None
         return self._smoothed(image, self.params(params))
 
+    def normalization_halo(self, params, spacing) -> tuple:
+        """Pixels per axis :meth:`normalization_source` reads around each pixel (its Gaussian's
+        kernel radius, ``int(4 sigma + 0.5)`` as scipy truncates it)."""
+        p = self.params(params)
+        sp = np.asarray(spacing, dtype=float)
+        if p.sigma <= 0:
+            return (0,) * len(sp)
+        return tuple(int(4.0 * s + 0.5) for s in p.sigma * sp[-1] / sp)
+
     def decode(self, prediction: dict[str, np.ndarray], image: Image, params: ClassicalParams) -> np.ndarray:
         """Threshold, fill holes, distance transform, h-maxima seeds, watershed.
 

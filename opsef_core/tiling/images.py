@@ -158,21 +158,17 @@ def global_percentiles(data: Any, percentiles: tuple[float, float],
     return float(lo), float(hi)
 
 
-def _normalization_plan(seg, params: dict, data, source, image: Image | None = None) -> tuple[dict, tuple | None, str]:
+def _normalization_plan(seg, params: dict, data, source, image: Image | None = None,
+                        stream=None) -> tuple[dict, tuple | None, str]:
     """Decide how tiles are normalised; returns (params, pre-normalisation limits or None, mode).
 
-    The global percentiles are taken of what the backend itself normalises: a backend that
-    smooths before normalising (classical ``sigma``) gives that array
-    (``normalization_source``), so tiled and whole-image runs use the same limits.
+    The global percentiles are taken of what the backend itself normalises: the pipeline's
+    output (``stream``, a :class:`~opsef_core.tiling.stream.TiledPipeline`, computed region by
+    region with its halo), and for a backend that smooths before normalising (classical
+    ``sigma``) that smoothed array (``normalization_source``), so tiled and whole-image runs
+    use the same limits.
     """
     fields = seg.Params.model_fields
-    note = ""
-    if image is not None and hasattr(seg, "normalization_source"):
-        src = seg.normalization_source(image, params)
-        if src is not None:
-            data = src
-        else:
-            note = " (before the backend's smoothing: lazy input)"
     pct = params.get("normalize", fields["normalize"].default if "normalize" in fields else None)
     if "normalize_limits" in fields and params.get("normalize_limits") is not None:
         return params, None, "fixed (given)"
@@ -182,40 +178,76 @@ def _normalization_plan(seg, params: dict, data, source, image: Image | None = N
         logger.warning("tiled %s: normalize=%r has no percentiles to fix globally; each tile is "
                        "normalised by the backend itself", seg.name, pct)
         return params, None, "per-tile"
-    if "normalize_limits" in fields:
-        lo, hi = global_percentiles(data, tuple(float(v) for v in pct), source=source)
-        logger.info("tiled %s: global normalisation limits %.4g..%.4g (percentiles %s)%s",
-                    seg.name, lo, hi, tuple(pct), note)
-        return {**params, "normalize_limits": (lo, hi)}, None, "global" + note
-    try:
-        seg.params({**params, "normalize": False})
-    except (ConfigError, OpsefError):
-        logger.warning(
-            "tiled %s: the backend takes no fixed normalisation limits, so every tile is normalised on its "
-            "own percentiles %s (tiles with few objects get stretched); image %s",
-            seg.name, tuple(pct), source)
-        return params, None, "per-tile"
+    fixed = "normalize_limits" in fields
+    if not fixed:
+        try:
+            seg.params({**params, "normalize": False})
+        except (ConfigError, OpsefError):
+            logger.warning(
+                "tiled %s: the backend takes no fixed normalisation limits, so every tile is normalised on its "
+                "own percentiles %s (tiles with few objects get stretched); image %s",
+                seg.name, tuple(pct), source)
+            return params, None, "per-tile"
+    note = ""
+    if stream is not None and (stream.steps or hasattr(seg, "normalization_source")):
+        transform = halo = None
+        if hasattr(seg, "normalization_source"):
+            def transform(block):
+                src = seg.normalization_source(stream.image.with_data(block), params)
+                return block if src is None else src
+            halo = seg.normalization_halo(params, stream.image.spacing)
+        data, stride = stream.sample(transform=transform, transform_halo=halo)
+        if stride > 1:
+            note = f" (every {stride}th pixel along each axis)"
+    elif image is not None and hasattr(seg, "normalization_source"):
+        src = seg.normalization_source(image, params)
+        if src is not None:
+            data = src
+        else:
+            note = " (before the backend's smoothing: lazy input)"
     lo, hi = global_percentiles(data, tuple(float(v) for v in pct), source=source)
-    logger.info("tiled %s: global normalisation limits %.4g..%.4g (percentiles %s)",
-                seg.name, lo, hi, tuple(pct))
-    return {**params, "normalize": False}, (lo, hi), "global"
+    logger.info("tiled %s: global normalisation limits %.4g..%.4g (percentiles %s)%s",
+                seg.name, lo, hi, tuple(pct), note)
+    if fixed:
+        return {**params, "normalize_limits": (lo, hi)}, None, "global" + note
+    return {**params, "normalize": False}, (lo, hi), "global" + note
 
 
-def _open_zarr_out(out: str | Path, shape: tuple, tiles) -> tuple[Any, Path, Path]:
-    """Create the output zarr array in a temporary sibling folder (renamed when complete)."""
+def _open_store(out: str | Path, shape: tuple, tiles, image: Image):
+    """A new label store for tiled output: ``(level-0 array, commit() -> opened result, abort())``.
+
+    ``.ome.zarr``: an OME-Zarr label pyramid (:class:`opsef_core.io.ngff.LabelPyramidWriter`,
+    the image's pixel size as scale); other ``.zarr``: one zarr array.  Either is built in a
+    temporary sibling folder and renamed when complete.
+    """
     import zarr
+
+    from ..io.ngff import LabelPyramidWriter
 
     out = Path(out)
     if out.suffix != ".zarr":
         raise ConfigError(f"tiled output must be a .zarr folder, got {out}")
     if out.exists():
         raise ConfigError(f"tiled output {out} exists already; choose a new path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     inner = [max(s.stop - s.start for s in (t.inner[d] for t in tiles)) for d in range(len(shape))]
     chunks = tuple(int(min(n, max(64, min(c, 1024)))) for n, c in zip(shape, inner))
+    if out.name.lower().endswith(".ome.zarr"):
+        writer = LabelPyramidWriter(out, shape, image.spatial_axes, image.pixel_size, chunks=chunks)
+
+        def commit():
+            writer.commit(source_image=str(image.source) if image.source else None)
+            return zarr.open_array(str(out / "s0"), mode="r")
+
+        return writer.array, commit, writer.abort
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     arr = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype="int32", fill_value=0)
-    return arr, tmp, out
+
+    def commit_plain():
+        os.replace(tmp, out)
+        return zarr.open_array(str(out), mode="r")
+
+    return arr, commit_plain, lambda: shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _WindowedOut:
@@ -288,6 +320,8 @@ def segment_tiled_image(
     t: int = 0,
     return_info: bool = False,
     settings: Sequence[dict] | None = None,
+    pipeline: Any = None,
+    max_sample: int = MAX_SAMPLE,
 ):
     """Segment a (large) image tile by tile with any backend and stitch the labels.
 
@@ -308,10 +342,12 @@ def segment_tiled_image(
         diameter (plus a context margin for learned models).
     channel : int or str, optional
         Channel to segment (required for multi-channel images).
-    out : path, optional
-        A new ``.zarr`` folder: labels are written into it tile by tile
-        (temporary folder renamed when complete, so a failed run leaves no
-        partial output under that name).  Default: an in-memory int32 array.
+    out : path or sequence of paths, optional
+        New ``.zarr`` folders, one per setting: labels are written into them tile by tile
+        (temporary folder renamed when complete, so a failed run leaves no partial output
+        under that name).  A name ending ``.ome.zarr`` gets an OME-Zarr (NGFF) label
+        pyramid with the image's pixel size as its scale
+        (:class:`opsef_core.io.ngff.LabelPyramidWriter`).  Default: in-memory int32 arrays.
     progress : bool
         Show a tqdm progress bar over tiles.
     scene : int or str, optional
@@ -321,13 +357,22 @@ def segment_tiled_image(
     settings : sequence of dict, optional
         A sweep: parameter sets that share one network pass (they differ in decoding parameters
         only, e.g. StarDist ``prob_thresh``).  The network runs once per tile and every setting
-        decodes from it and gets its own stitched label image (each held in memory; ``out``
-        takes one setting).  Returns a list, one result per setting.
+        decodes from it and gets its own stitched label image (in memory, or in its own ``out``
+        store).  Returns a list, one result per setting.
+    pipeline : Pipeline or dict, optional
+        Preprocessing applied tile by tile: each tile is read with the halo its steps need
+        and the result equals the whole-image pipeline's (:class:`~opsef_core.tiling.stream.
+        TiledPipeline`; steps that need the whole image other than ``normalize_percentile``
+        are refused).
+    max_sample : int
+        Largest number of pixels whole-image statistics are computed from (percentiles of the
+        pipeline's output, strided on the image grid above it).
     return_info : bool
         Also return a dict with ``n_tiles``, ``normalization`` (``"global"``,
         ``"fixed (given)"`` or ``"per-tile"``), ``limits``, ``n_objects``,
-        ``n_large`` (objects whose extent reaches the overlap) and
-        ``n_cut_candidates`` (border objects spanning the overlap strip).
+        ``n_large`` (objects whose extent reaches the overlap),
+        ``n_cut_candidates`` (border objects spanning the overlap strip), ``halo`` (the
+        pipeline's, per axis) and ``statistics`` (whole-image statistics fixed for it).
 
     Returns
     -------
@@ -355,11 +400,14 @@ def segment_tiled_image(
         params["channel"] = None
     img = _load(image, scene, t, channel, seg.name)
     shape = tuple(int(n) for n in img.data.shape)
+    from .stream import TiledPipeline
+
+    stream = TiledPipeline(img, pipeline, max_sample=max_sample)
     tiles = plan_tiles(shape, tile_shape, overlap)
     ov = tuple(int(o) for o in (overlap if not np.isscalar(overlap) else (overlap,) * len(shape)))
     split = [len({tl.inner[d].start for tl in tiles}) > 1 for d in range(len(shape))]
     seg.params(params)  # validate before any work
-    params, limits, mode = _normalization_plan(seg, params, img.data, img.source, image=img)
+    params, limits, mode = _normalization_plan(seg, params, img.data, img.source, image=img, stream=stream)
     changes = {k: v for k, v in params.items() if k in ("normalize", "normalize_limits", "channel")}
     decodings = [seg.params(params)]
     if settings is not None:  # a sweep sharing one network pass: each setting with the same normalisation
@@ -372,8 +420,9 @@ def segment_tiled_image(
                 raise ConfigError(f"tiled sweep: setting {dict(s)} needs another network pass than the first "
                                   "(only decoding parameters may differ)")
             decodings.append(seg.params(sp))
-        if out is not None and len(decodings) > 1:
-            raise ConfigError("a tiled sweep of several settings is stitched in memory: out= takes one setting")
+    outs = None if out is None else ([out] if isinstance(out, (str, Path)) else list(out))
+    if outs is not None and len(outs) != len(decodings):
+        raise ConfigError(f"out= gives {len(outs)} store(s) for {len(decodings)} setting(s): give one per setting")
     p = decodings[0]
     logger.info("tiled %s on %s %s: %d tiles of at most %s, overlap %s, normalisation %s, %d decoding(s) per tile",
                 seg.name, img.name, shape, len(tiles), tile_shape, overlap, mode, len(decodings))
@@ -398,14 +447,12 @@ def segment_tiled_image(
                 st["objects"] += 1
                 st["large"] += int(big)
 
-    window = None  # set to a _WindowedOut for zarr output
-
     def tile_labels():
         """Per tile: one network pass, one decoding per setting (a list of label tiles)."""
         from ..segment.base import check_input
 
         for tile in tqdm(tiles, desc=f"tiles ({seg.name})", disable=not progress):
-            block = np.asarray(img.data[tile.outer])
+            block = stream.block(tile.outer)
             if limits is not None:
                 lo, hi = limits
                 block = (block.astype(np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 1e-20))
@@ -421,29 +468,24 @@ def segment_tiled_image(
                                         f"({type(exc).__name__}: {exc})", img.source) from exc
             for labels, st in zip(out_tiles, stats):
                 check(tile, labels, st)
-            if window is not None:
-                window.load(tile.outer)  # also writes the previous tile's region back
             yield out_tiles
 
-    if out is None:
-        stitchers = [_Stitcher(shape) for _ in decodings]
+    stores = [] if outs is None else [_open_store(o, shape, tiles, img) for o in outs]
+    windows = [_WindowedOut(arr) for arr, _, _ in stores]
+    stitchers = [_Stitcher(shape, out=w) for w in windows] if stores else [_Stitcher(shape) for _ in decodings]
+    try:
         for tile, labels in zip(tiles, tile_labels()):
+            for w in windows:
+                w.load(tile.outer)  # also writes the previous tile's region back
             for stitcher, lab in zip(stitchers, labels):
                 stitcher.add(tile, lab)
-        results = [st.result() for st in stitchers]
-    else:
-        arr, tmp, final = _open_zarr_out(out, shape, tiles)
-        try:
-            window = _WindowedOut(arr)
-            stitch_labels(tiles, (labels[0] for labels in tile_labels()), shape, out=window)
-            window.flush()
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        import zarr
-
-        results = [zarr.open_array(str(final), mode="r")]
+        for w in windows:
+            w.flush()
+        results = [commit() for _, commit, _ in stores] if stores else [st.result() for st in stitchers]
+    except BaseException:
+        for _, _, abort in stores:
+            abort()
+        raise
     for st in stats:
         if st["large"] or st["cut"]:
             logger.warning(
@@ -451,7 +493,8 @@ def segment_tiled_image(
                 "the whole overlap strip: they may be cut or duplicated at seams; increase the overlap above "
                 "the largest object diameter (plus context)", seg.name, img.name, st["large"], ov, st["cut"])
     infos = [{"n_tiles": len(tiles), "normalization": mode, "limits": limits, "n_objects": st["objects"],
-              "n_large": st["large"], "n_cut_candidates": st["cut"], "tile_shape": tile_shape, "overlap": ov}
+              "n_large": st["large"], "n_cut_candidates": st["cut"], "tile_shape": tile_shape, "overlap": ov,
+              "halo": stream.halo, "statistics": list(stream.statistics.values())}
              for st in stats]
     if settings is not None:
         return list(zip(results, infos)) if return_info else results

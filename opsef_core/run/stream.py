@@ -1,0 +1,256 @@
+"""Streamed run items: read region by region, OME-Zarr labels, measured tile by tile.
+
+An item is *streamed* (:func:`opsef_core.run.item.streams`) when ``outputs.labels_format`` is
+``"ome-zarr"``, or ``"auto"`` with ``execution.tiling`` and an image above
+``OutputsConfig.OME_ZARR_MIN_PIXELS``.  Nothing of the image's size is then held in memory:
+
+1. the input stays lazy (dask over a tiled TIFF / OME-TIFF store);
+2. the pipeline runs per tile on tile + halo (:class:`opsef_core.tiling.stream.TiledPipeline`),
+   its whole-image statistics and the backend's normalisation percentiles computed once per
+   image and recorded (``tile_statistics``, ``tile_normalization``);
+3. the network runs once per tile per network key; every sweep setting decodes from it and is
+   stitched into its own OME-Zarr label pyramid, ``labels/<item>__<combination>.ome.zarr``
+   (:func:`opsef_core.tiling.segment_tiled_image`);
+4. measurements are taken per tile, for the objects each tile owns (the tile whose inner region
+   holds the object's bounding-box centre: each object exactly once), on the input's pixels;
+5. overlays and the montage come from the first pyramid level at most ``PREVIEW_SIDE`` pixels
+   across.
+
+Limits (each reported in the combination's ``error`` or ``summary.csv``, never silent):
+post-processing is not applied (it needs whole label images); ImageJ ROI sets are not written
+(``rois_skipped``); scoring reads the labels and the ground truth whole, so items above
+``MAX_SCORED_PIXELS`` are not scored (``not_scored``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import traceback
+
+import numpy as np
+
+from ..errors import OpsefError, SegmentationError
+from .plan import Combination
+
+__all__ = ["run_pipeline_streamed", "measure_tiles", "PREVIEW_SIDE", "MAX_SCORED_PIXELS"]
+
+logger = logging.getLogger(__name__)
+
+#: overlays and montage panels are drawn at the first pyramid level at most this many pixels across
+PREVIEW_SIDE = 1024
+#: streamed items up to this many pixels are scored against their ground truth (read whole)
+MAX_SCORED_PIXELS = 2 ** 26
+
+
+def _err(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, OpsefError) else f"{type(exc).__name__}: {exc}"
+
+
+def run_pipeline_streamed(ctx, combos: list[Combination], results: dict) -> tuple[np.ndarray, dict]:
+    """One pipeline and every segmenter setting on a streamed item; returns the montage row
+    (a downsampled display plane and downsampled labels per setting)."""
+    from .item import _reraise_write_failure
+
+    item = ctx.item
+    panels: dict[str, np.ndarray | None] = {c.setting_id: None for c in combos}
+    groups: dict[tuple, list[Combination]] = {}
+    for c in combos:
+        groups.setdefault((c.network_key, c.slices), []).append(c)
+    factor = None
+    for group in groups.values():
+        if group[0].slices:
+            for c in group:
+                results[c.id].error = "slices=true with execution.tiling is not supported: segment the planes whole"
+            continue
+        try:
+            outcomes = _segment(ctx, group, results)
+        except Exception as exc:  # noqa: BLE001
+            _reraise_write_failure(exc)
+            if not isinstance(exc, OpsefError):
+                logger.error("%s / %s streamed segmentation failed:\n%s", item.id, group[0].id,
+                             traceback.format_exc())
+            for c in group:
+                results[c.id].error = f"tiled segmentation: {_err(exc)}"
+            continue
+        for gi, (c, (store, info)) in enumerate(zip(group, outcomes)):
+            res = results[c.id]
+            res.network_reused = gi > 0
+            try:
+                preview, factor = _finish(ctx, res, store, info)
+                panels[c.setting_id] = preview
+            except Exception as exc:  # noqa: BLE001
+                _reraise_write_failure(exc)
+                if not isinstance(exc, OpsefError):
+                    logger.error("%s / %s failed:\n%s", item.id, c.id, traceback.format_exc())
+                res.error = _err(exc)
+    if not (ctx.config.outputs.montage and any(p is not None for p in panels.values())):
+        return None, panels
+    return _preview_plane(ctx.image, factor or _preview_factor(ctx.image)), panels
+
+
+def _segment(ctx, group: list[Combination], results: dict) -> list:
+    """Settings sharing a network key, tile by tile into one OME-Zarr store each."""
+    from ..tiling import segment_tiled_image
+
+    tiling = ctx.config.execution.tiling
+    outs = [ctx.run_dir / "labels" / f"{results[c.id].name}.ome.zarr" for c in group]
+    for out in outs:  # a resumed item redoes its own earlier, unfinished output (never another run's)
+        if out.exists():
+            logger.info("%s: replacing this run's earlier output %s", ctx.item.id, out.name)
+            shutil.rmtree(out)
+    t0 = time.perf_counter()
+    outcomes = segment_tiled_image(ctx.image, group[0].backend, group[0].params, tile_shape=tiling.tile_shape,
+                                   overlap=tiling.overlap, progress=False, return_info=True,
+                                   settings=[c.params for c in group], pipeline=group[0].pipeline_spec,
+                                   out=outs, max_sample=tiling.max_sample)
+    seconds = round(time.perf_counter() - t0, 4)
+    n = int(outcomes[0][1]["n_tiles"])
+    ctx.counts["preprocess"] += 1
+    ctx.counts["network"] += n
+    ctx.counts["decode"] += n * len(group)
+    for c, out, (_, info) in zip(group, outs, outcomes):
+        res = results[c.id]
+        res.t_network_s, res.t_decode_s = seconds, 0.0  # preprocessing, passes and decodings, timed together
+        res.labels_path = f"labels/{out.name}"
+        res.extra.update(streamed=True, tiles=n, tile_normalization=info["normalization"],
+                         tile_large_objects=int(info.get("n_large", 0)),
+                         preprocess_halo="x".join(map(str, info["halo"])),
+                         tile_statistics=json.dumps(info["statistics"]) if info["statistics"] else None)
+    return outcomes
+
+
+def _finish(ctx, res, store, info) -> tuple[np.ndarray, int]:
+    """Check, measure, preview and score one setting's stitched store."""
+    from ..tiling import plan_tiles
+
+    config, image = ctx.config, ctx.image
+    tiling = config.execution.tiling
+    n_big = int(info.get("n_large", 0)) + int(info.get("n_cut_candidates", 0))
+    if n_big:
+        raise SegmentationError(f"{n_big} objects reach the tile overlap {tiling.overlap}, so seams may cut "
+                                "them; raise execution.tiling.overlap above the largest object")
+    if config.postprocess is not None:
+        raise SegmentationError("post-processing needs whole label images; it is not applied to streamed "
+                                "(OME-Zarr) items: set outputs.labels_format 'tiff' or drop postprocess")
+    tiles = plan_tiles(tuple(store.shape), tiling.tile_shape, tiling.overlap)
+    cols = {**ctx.item.columns(), **res.combination.columns()}
+    if "time_s" in (image.metadata or {}):
+        cols["time_s"] = image.metadata["time_s"]
+    table, n_objects = measure_tiles(store, image, tiles, extra=cols, channel_ratios=[
+        tuple(r) for r in config.outputs.channel_ratios], measure=config.outputs.measurements)
+    res.n_objects = n_objects
+    if table is not None:
+        ctx.measurements.append(table)
+    if config.outputs.rois:
+        res.extra["rois_skipped"] = "ImageJ ROI sets are not written for streamed (OME-Zarr) items"
+        logger.warning("%s: %s", res.name, res.extra["rois_skipped"])
+    factor = _preview_factor(image)
+    preview = None
+    if config.outputs.overlays or config.outputs.montage:
+        preview = _preview_labels(ctx.run_dir / res.labels_path, factor)
+    if config.outputs.overlays:
+        from .item import _overlay_rgb, _write_png
+
+        _write_png(ctx.run_dir / "overlays" / f"{res.name}.png", _overlay_rgb(_preview_plane(image, factor), preview))
+        res.extra["overlay_downsampled"] = factor
+    if ctx.gt is not None:
+        _score(ctx, res, store, cols)
+    res.status = "done"
+    return preview, factor
+
+
+def measure_tiles(store, image, tiles, *, extra: dict, channel_ratios=(), measure: bool = True):
+    """Per-object measurements of a stitched label store, tile by tile.
+
+    Each tile reads its outer region of the labels and of the input image; the objects it
+    *owns* (bounding-box centre in its inner region) are measured there and their coordinates
+    moved to the image's frame.  Every object is owned by exactly one tile, so the table has
+    one row per object and never needs the whole label image in memory.
+
+    Returns
+    -------
+    (pandas.DataFrame or None, int)
+        The table (None when ``measure`` is False) and the number of objects.
+    """
+    import pandas as pd
+    from scipy.ndimage import find_objects
+
+    from ..measure import measure_objects
+    from ..tiling.stream import read_region
+
+    axes = image.spatial_axes
+    ps = {a: float(image.pixel_size.get(a, 1.0)) for a in axes}
+    parts, n = [], 0
+    for tile in tiles:
+        lab = np.asarray(store[tile.outer])
+        owned = np.zeros(int(lab.max()) + 1 if lab.size else 1, bool)
+        for k, sl in enumerate(find_objects(lab), start=1):
+            if sl is None:
+                continue
+            anchor = [(s.start + s.stop - 1) // 2 + o for s, o in zip(sl, tile.origin)]
+            owned[k] = all(i.start <= a < i.stop for i, a in zip(tile.inner, anchor))
+        k_owned = int(owned.sum())
+        n += k_owned
+        if not measure or k_owned == 0:
+            continue
+        mine = np.where(owned[lab], lab, 0)
+        block = image.with_data(read_region(image.data, (Ellipsis, *tile.outer)))
+        t = measure_objects(mine, block, extra=extra, channel_ratios=channel_ratios)
+        for a, o in zip(axes, tile.origin):
+            low = a.lower()
+            for col, shift in ((f"centroid_{low}_px", o), (f"bbox_min_{low}", o), (f"bbox_max_{low}", o),
+                               (f"centroid_{low}", o * ps[a])):
+                if col in t.columns:
+                    t[col] = t[col] + shift
+        parts.append(t)
+    if not measure:
+        return None, n
+    if not parts:
+        empty = np.zeros((1,) * len(axes), np.int32)
+        return measure_objects(empty, image.with_data(np.asarray(image.data[(Ellipsis,) + (slice(0, 1),) * len(axes)])),
+                               extra=extra, channel_ratios=channel_ratios), 0
+    return pd.concat(parts, ignore_index=True).sort_values("label", kind="stable").reset_index(drop=True), n
+
+
+def _preview_factor(image) -> int:
+    """The pyramid's downsampling (a power of 2) at which Y and X are at most ``PREVIEW_SIDE``."""
+    side, f = max(image.size("Y"), image.size("X")), 1
+    while -(-side // f) > PREVIEW_SIDE:
+        f *= 2
+    return f
+
+
+def _preview_plane(image, factor: int) -> np.ndarray:
+    """Channel 0 of the input, every ``factor``-th pixel in Y and X (read chunk by chunk)."""
+    data = image.sel(c=0).data if "C" in image.axes else image.data
+    step = (slice(None),) * (data.ndim - 2) + (slice(None, None, factor),) * 2
+    return np.asarray(data[step])
+
+
+def _preview_labels(path, factor: int) -> np.ndarray:
+    from ..io.ngff import read_label_pyramid
+
+    level = int(np.log2(factor))
+    arr, _ = read_label_pyramid(path, level=level)
+    return np.asarray(arr[...])
+
+
+def _score(ctx, res, store, cols: dict) -> None:
+    """Score a streamed item against its ground truth (both read whole; small items only)."""
+    from .. import evaluate
+
+    shape = tuple(store.shape)
+    if int(np.prod(shape)) > MAX_SCORED_PIXELS:
+        res.error = (f"not scored: streamed items above {MAX_SCORED_PIXELS} pixels are not scored "
+                     f"(labels {shape}); score tiles of it with opsef evaluate")
+        return
+    if ctx.gt.shape != shape:
+        res.error = f"not scored: ground truth {ctx.item.ground_truth} has shape {ctx.gt.shape}, labels {shape}"
+        return
+    labels = np.asarray(store[...])
+    ctx.metrics.append({**cols, "scored_per_plane": False,
+                        **evaluate.image_metrics(ctx.gt, labels, ctx.config.evaluation.thresholds)})
+    res.scored = True

@@ -1,0 +1,237 @@
+"""Streamed (slide-scale) runs: lazy tiles end to end from a run config, OME-Zarr labels.
+
+A streamed item is read region by region, preprocessed tile + halo, segmented tile by tile,
+stitched into OME-Zarr pyramids and measured tile by tile.  These tests compare it with the
+same config run whole (identical objects and measurements with halo-needing preprocessing in
+2D and 3D), count the network passes of a sweep, read the OME-Zarr back with ome-zarr-py and
+bound the memory of a run on an image larger than its tiles.
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from opsef_core import io
+from opsef_core.config import config_from_dict
+from opsef_core.errors import ConfigError
+from opsef_core.image import Image
+from opsef_core.preprocess import Pipeline
+from opsef_core.run import execute
+from opsef_core.testing.synthetic import make_nuclei_tiff
+from opsef_core.tiling import plan_tiles
+from opsef_core.tiling.stream import TiledPipeline
+
+from test_tiled import assert_same_objects
+
+CLASSICAL = {"sigma": 1.0, "threshold": 0.3, "h": 1.0, "min_size": 10}
+HALO_PIPELINE = {"name": "bg", "steps": [{"name": "gaussian", "params": {"sigma": 1.0}},
+                                         {"name": "median", "params": {"radius": 1}},
+                                         {"name": "rolling_ball", "params": {"radius": 12}},
+                                         {"name": "normalize_percentile", "params": {"low": 1, "high": 99.5}}]}
+
+
+def _config(folder: Path, *, streamed: bool, pipeline=HALO_PIPELINE, sweep=None, tile=160, overlap=32, **outputs):
+    seg = {"name": "cl", "backend": "classical", "params": dict(CLASSICAL)}
+    if sweep:
+        seg["sweep"] = sweep
+    cfg = {"inputs": {"path": str(folder)}, "pipelines": [pipeline], "segmenters": [seg],
+           "outputs": {"montage": False, **outputs}}
+    if streamed:
+        cfg["execution"] = {"tiling": {"tile_shape": tile, "overlap": overlap}}
+        cfg["outputs"]["labels_format"] = "ome-zarr"
+    return config_from_dict(cfg)
+
+
+def _tables(run: Path):
+    return pd.read_csv(run / "summary.csv"), pd.read_csv(run / "measurements.csv")
+
+
+def _same_measurements(a: pd.DataFrame, b: pd.DataFrame, keys=("setting_id", "centroid_y_px", "centroid_x_px")):
+    keys = [k for k in keys if k in a.columns]
+    num = [c for c in a.columns if c in b.columns and pd.api.types.is_numeric_dtype(a[c]) and c != "label"]
+    a = a.sort_values(keys).reset_index(drop=True)
+    b = b.sort_values(keys).reset_index(drop=True)
+    assert len(a) == len(b)
+    # equal up to floating-point summation order (regionprops on a block vs the whole image)
+    np.testing.assert_allclose(a[num].to_numpy(float), b[num].to_numpy(float), rtol=1e-6, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def nuclei_2d(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("streamed2d")
+    (folder / "in").mkdir()
+    info = make_nuclei_tiff(folder / "in" / "slide.tif", 512, seed=4, tile=128, pixel_size=0.5)
+    return folder, info
+
+
+@pytest.mark.slow
+def test_streamed_run_equals_whole_image_run_2d(nuclei_2d, tmp_path):
+    folder, info = nuclei_2d
+    sweep = {"threshold": [0.3, 0.45]}
+    whole = execute(_config(folder / "in", streamed=False, sweep=sweep), out=tmp_path, progress=False)
+    streamed = execute(_config(folder / "in", streamed=True, sweep=sweep), out=tmp_path, progress=False)
+    sw, mw = _tables(whole)
+    ss, ms = _tables(streamed)
+    assert list(ss["status"]) == ["done"] * len(sweep["threshold"])
+    assert ss["labels"].str.endswith(".ome.zarr").all() and sw["labels"].str.endswith(".tif").all()
+    for a, b in zip(sw["labels"], ss["labels"]):
+        assert_same_objects(io.read_labels(whole / a), io.read_labels(streamed / b))
+    assert list(sw["n_objects"]) == list(ss["n_objects"])
+    assert ss["n_objects"].iloc[0] > 0.8 * info["n_nuclei"]
+    _same_measurements(mw, ms)
+    # the whole-image percentiles of normalize_percentile are fixed once and recorded
+    stats = json.loads(ss["tile_statistics"].iloc[0])
+    assert stats[0]["step"] == "normalize_percentile" and stats[0]["stride"] == 1
+    img = io.read_image(folder / "in" / "slide.tif")
+    pre = Pipeline.from_dict(HALO_PIPELINE)
+    upto = Pipeline("upto", pre.steps[:3]).apply(img).data
+    np.testing.assert_allclose(stats[0]["limits"], np.percentile(upto, [1, 99.5]), rtol=1e-9)
+    # the sweep's two settings share one network pass per tile
+    n_tiles = len(plan_tiles((512, 512), 160, 32))
+    item = json.loads(next((streamed / "items").glob("*.json")).read_text())
+    assert item["counts"]["network"] == n_tiles
+    assert item["counts"]["decode"] == n_tiles * len(sweep["threshold"])
+    assert list(ss["network_reused"]) == [False, True]
+    halo = int(4 * 1.0 + 0.5) + 1 + 2 * 12  # gaussian 4 sigma, median radius, rolling ball twice its radius
+    assert ss["preprocess_halo"].iloc[0] == f"{halo}x{halo}"
+
+
+def test_ome_zarr_labels_have_the_input_scale(nuclei_2d, tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+
+    folder, _ = nuclei_2d
+    run = execute(_config(folder / "in", streamed=True, pipeline={"name": "raw", "steps": []}, tile=256),
+                  out=tmp_path, progress=False)
+    summary, _ = _tables(run)
+    store = run / summary["labels"].iloc[0]
+    nodes = list(Reader(parse_url(str(store)))())
+    node = nodes[0]
+    assert any(isinstance(s, Label) for s in node.specs) and any(isinstance(s, Multiscales) for s in node.specs)
+    shapes = [tuple(d.shape) for d in node.data]
+    assert shapes[0] == (512, 512) and shapes[1] == (256, 256)
+    scales = [t[0]["scale"] for t in node.metadata["coordinateTransformations"]]
+    assert scales[0] == [0.5, 0.5] and scales[1] == [1.0, 1.0]
+    assert [a["unit"] for a in node.metadata["axes"]] == ["micrometer", "micrometer"]
+    full = np.asarray(node.data[0])
+    np.testing.assert_array_equal(np.asarray(node.data[1]), full[::2, ::2])  # nearest-neighbour level
+    assert (run / "overlays" / f"{Path(summary['labels'].iloc[0]).name[:-len('.ome.zarr')]}.png").exists()
+
+
+@pytest.mark.slow
+def test_streamed_run_equals_whole_image_run_3d(tmp_path):
+    rng = np.random.default_rng(5)
+    shape = (24, 96, 110)
+    zz, yy, xx = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    data = rng.normal(100, 8, shape)
+    centres = []
+    while len(centres) < 30:  # separate nuclei (no two closer than 12 px)
+        c = np.array([rng.uniform(4, n - 4) for n in shape])
+        if all(np.linalg.norm(c - o) > 12 for o in centres):
+            centres.append(c)
+            r = rng.uniform(3, 4.5)
+            data += 600 * ((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= r * r)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tifffile.imwrite(folder / "stack.tif", data.astype(np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    pipeline = {"name": "bg3d", "steps": [{"name": "gaussian", "params": {"sigma": 1.0}},
+                                          {"name": "median", "params": {"radius": 1}},
+                                          {"name": "rolling_ball", "params": {"radius": 6}}]}
+    params = {"sigma": 0.0, "threshold": 0.3, "h": 1.0, "min_size": 8}
+    base = {"inputs": {"path": str(folder)}, "pipelines": [pipeline],
+            "segmenters": [{"name": "cl", "backend": "classical", "params": params}],
+            "outputs": {"montage": False, "overlays": False}}
+    whole = execute(config_from_dict(base), out=tmp_path, progress=False)
+    streamed = execute(config_from_dict({**base, "execution": {"tiling": {"tile_shape": [24, 64, 64], "overlap": [0, 16, 16]}},
+                                         "outputs": {**base["outputs"], "labels_format": "ome-zarr"}}),
+                       out=tmp_path, progress=False)
+    sw, mw = _tables(whole)
+    ss, ms = _tables(streamed)
+    assert ss["status"].iloc[0] == "done" and ss["tiles"].iloc[0] == len(plan_tiles(shape, [24, 64, 64], [0, 16, 16])) > 1
+    a, b = io.read_labels(whole / sw["labels"].iloc[0]), io.read_labels(streamed / ss["labels"].iloc[0])
+    assert a.shape == b.shape == shape and len(np.unique(a)) - 1 == len(centres)
+    assert_same_objects(a, b)
+    _same_measurements(mw, ms, keys=("centroid_z_px", "centroid_y_px", "centroid_x_px"))
+
+
+@pytest.mark.parametrize("steps", [
+    [{"name": "gaussian", "params": {"sigma": 2.0}}, {"name": "median", "params": {"radius": 2}}],
+    [{"name": "tophat", "params": {"radius": 4}}, {"name": "unsharp", "params": {"radius": 1.5}},
+     {"name": "edges"}, {"name": "normalize_percentile"}],
+    [{"name": "rolling_ball", "params": {"radius": 9}}, {"name": "mean", "params": {"size": 5}},
+     {"name": "subtract_tophat", "params": {"radius": 1}}, {"name": "clip", "params": {"low": 5}}],
+])
+@pytest.mark.parametrize("axes,shape,tile", [("YX", (150, 170), 48), ("ZYX", (10, 60, 70), (10, 32, 32))])
+def test_tiled_pipeline_equals_whole_image(steps, axes, shape, tile):
+    rng = np.random.default_rng(1)
+    img = Image.from_array((rng.random(shape) * 1000).astype(np.uint16), axes, pixel_size={a: 0.4 for a in axes})
+    pipeline = Pipeline.from_dict({"name": "p", "steps": steps})
+    whole = pipeline.apply(img).data
+    stream = TiledPipeline(img, pipeline)
+    out = np.zeros_like(whole)
+    for t in plan_tiles(shape, tile, 4):
+        out[t.inner] = stream.block(t.inner)
+    np.testing.assert_array_equal(out, whole)
+
+
+def test_steps_that_need_the_whole_image_are_refused(nuclei_2d, tmp_path):
+    folder, _ = nuclei_2d
+    for step in ({"name": "clahe"}, {"name": "rescale", "params": {"factor": 0.5}}, {"name": "gamma"}):
+        with pytest.raises(ConfigError, match="cannot run tile by tile"):
+            _config(folder / "in", streamed=True, pipeline={"name": "x", "steps": [step]})
+        img = Image.from_array(np.zeros((64, 64), np.uint16), "YX")
+        with pytest.raises(ConfigError, match="cannot run tile by tile"):
+            TiledPipeline(img, Pipeline.from_dict({"name": "x", "steps": [step]}))
+    with pytest.raises(ConfigError, match="give execution.tiling"):
+        config_from_dict({"inputs": {"path": str(folder / "in")}, "pipelines": [{"name": "raw", "steps": []}],
+                          "segmenters": [{"name": "cl", "backend": "classical"}],
+                          "outputs": {"labels_format": "ome-zarr"}})
+
+
+def test_streamed_item_with_postprocess_or_rois_says_so(nuclei_2d, tmp_path):
+    folder, _ = nuclei_2d
+    cfg = _config(folder / "in", streamed=True, pipeline={"name": "raw", "steps": []}, tile=256, rois=True)
+    run = execute(cfg, out=tmp_path, progress=False)
+    summary, _ = _tables(run)
+    assert summary["status"].iloc[0] == "done"
+    assert "not written for streamed" in summary["rois_skipped"].iloc[0]
+    data = json.loads(json.dumps(cfg.model_dump(mode="json")))
+    data["postprocess"] = {"min_size": 5}
+    run = execute(config_from_dict(data), out=tmp_path, progress=False)
+    summary = pd.read_csv(run / "summary.csv")
+    assert summary["status"].iloc[0] == "failed" and "post-processing" in summary["error"].iloc[0]
+
+
+@pytest.mark.slow
+def test_streamed_run_memory_is_bounded_by_the_tiles(tmp_path):
+    """A 2048 x 2048 image (8 MiB uint16, labels 16 MiB as int32) in 256-px tiles: the run's peak
+    of traced allocations stays below one int32 copy of the image."""
+    (tmp_path / "warm").mkdir()
+    (tmp_path / "in").mkdir()
+    make_nuclei_tiff(tmp_path / "warm" / "w.tif", 256, tile=256)
+    info = make_nuclei_tiff(tmp_path / "in" / "big.tif", 2048, seed=2, tile=256, pixel_size=0.5)
+    raw = {"name": "smooth", "steps": [{"name": "gaussian", "params": {"sigma": 1.0}}]}
+
+    def cfg(folder):
+        c = _config(folder, streamed=True, pipeline=raw, tile=256, overlap=24, overlays=False)
+        return c.model_copy(update={"execution": c.execution.model_copy(
+            update={"tiling": c.execution.tiling.model_copy(update={"max_sample": 200_000})})})
+
+    execute(cfg(tmp_path / "warm"), out=tmp_path, progress=False)  # imports and caches outside the bound
+    tracemalloc.start()
+    try:
+        run = execute(cfg(tmp_path / "in"), out=tmp_path, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    summary, meas = _tables(run)
+    assert summary["status"].iloc[0] == "done"
+    assert len(meas) == summary["n_objects"].iloc[0] > 0.8 * info["n_nuclei"]
+    assert peak < 2048 * 2048 * 4, f"peak {peak / 2**20:.1f} MiB"
