@@ -9,14 +9,16 @@ export MPLBACKEND ?= Agg
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
+## the pins installed: requirements.lock (CPU, the default) or requirements-gpu.lock (CUDA, docs/gpu.md)
+LOCK   ?= requirements.lock
 
 .PHONY: install chromium demo test test-fast data models benchmarks clean-venv
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -r requirements.lock 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(BIN)/python -m pip install -q -r $(LOCK) 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	$(BIN)/python -c "import opsef_core, cellpose, stardist, torch, tensorflow" 
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null

@@ -234,42 +234,10 @@ def test_demo_model_f1_on_demo_data(seg, base_params):
     assert pooled["f1"] >= 0.7, pooled
 
 
-# ----------------------------------------------------------------------------- 3D
-@pytest.fixture(scope="module")
-def stack():
-    """The FUCCI demo stack cropped to 8 x 40 x 40 (z step 1.0, xy 0.5 um; nuclei ~11 px wide)."""
-    data = tifffile.imread(REPO / "demo_data" / "fucci3d" / "images" / "fucci_00.tif")  # ZCYX
-    img = Image.from_array(data[6:14, :, 24:64, 24:64], "ZCYX", pixel_size={"Z": 1.0, "Y": 0.5, "X": 0.5},
-                           channel_names=["hoechst", "cdt1_red", "geminin_green"])
-    return img
+# 3D (do_3D) and stitched stacks: tests/test_decode_equality.py (equal to model.eval, private
+# cellpose methods forbidden while decoding)
 
 
-@pytest.mark.slow
-def test_3d_do3d_and_stitch(seg, stack, base_params):
-    # do_3D: flows with three components; anisotropy 2 from the pixel sizes
-    p3 = seg.params({**base_params, "channel": "hoechst", "do_3D": True, "scale_factor": 1.0})
-    assert seg.eval_kwargs(stack, p3, seg.model(p3))["anisotropy"] == 2.0
-    pred = seg.predict(stack, p3)
-    assert pred["dP"].shape == (3, 8, 40, 40) and pred["cellprob"].shape == (8, 40, 40)
-    labels = seg.decode(pred, stack, p3)
-    assert labels.shape == (8, 40, 40) and labels.max() >= 3
-    np.testing.assert_array_equal(labels, seg.eval_reference(stack, p3))
-
-    # 2D per plane + stitching
-    ps = seg.params({**base_params, "channel": "hoechst", "scale_factor": 1.0, "stitch_threshold": 0.25})
-    pred2 = seg.predict(stack, ps)
-    assert pred2["dP"].shape == (2, 8, 40, 40)
-    stitched = seg.decode(pred2, stack, ps)
-    assert stitched.shape == (8, 40, 40) and stitched.max() >= 3
-    # stitched objects span several planes
-    zs = [len(np.unique(np.nonzero(stitched == v)[0])) for v in np.unique(stitched)[1:]]
-    assert max(zs) >= 3
-    np.testing.assert_array_equal(stitched, seg.eval_reference(stack, ps))
-    with pytest.raises(SegmentationError, match="stitch_threshold"):
-        seg.decode(pred2, stack, seg.params({**base_params, "channel": "hoechst", "scale_factor": 1.0}))
-
-
-# ----------------------------------------------------------------------------- training
 @pytest.mark.slow
 def test_tiny_training_gives_loadable_model(tmp_path, seg):
     from opsef_core.train.cellpose import train_cellpose

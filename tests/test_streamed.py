@@ -99,6 +99,8 @@ def test_streamed_run_equals_whole_image_run_2d(nuclei_2d, tmp_path):
     assert item["counts"]["network"] == n_tiles
     assert item["counts"]["decode"] == n_tiles * len(sweep["threshold"])
     assert list(ss["network_reused"]) == [False, True]
+    device = json.loads((streamed / "run.json").read_text())["execution"]["device"]
+    assert device["cpu_count"] >= 1 and device["gpu"] in (True, False, None)
     halo = int(4 * 1.0 + 0.5) + 1 + 2 * 12  # gaussian 4 sigma, median radius, rolling ball twice its radius
     assert ss["preprocess_halo"].iloc[0] == f"{halo}x{halo}"
 

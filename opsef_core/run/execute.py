@@ -317,11 +317,25 @@ def _run_items(config: RunConfig, record, run_dir: Path, items: list[Item], comb
     n_bad = sum(r["status"] != "done" for r in ordered)
     all_failed = bool(ordered) and all(r["status"] == "failed" for r in ordered)
     record.finished = utc_now()
+    record.execution["device"] = _device()
     record.status = "completed" if n_bad == 0 else ("failed" if all_failed else "completed_with_errors")
     record.error = "every item failed; see summary.csv" if all_failed else None
     write_record(record, run_dir)
     if n_bad:
         logger.warning("%d of %d items had failures; see summary.csv", n_bad, len(ordered))
+
+
+def _device() -> dict:
+    """The machine the run used (CPU count, GPUs, the frameworks' builds: ``docs/gpu.md``).  The
+    frameworks the run imported are asked for their GPUs; others are described from their
+    package metadata only (with several workers, the workers' frameworks are not asked)."""
+    from ..device import describe_device
+
+    try:
+        return describe_device()
+    except Exception as exc:  # noqa: BLE001 - describing the machine must never fail a finished run
+        logger.warning("could not describe the device: %s", exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _strerror(exc: BaseException) -> str:

@@ -9,8 +9,12 @@ reconstruction with the thresholds, so a sweep over ``flow_threshold``,
 network pass.  The decoded labels equal those of ``model.eval(...)`` with the same
 parameters exactly (tested).
 
-The one call into a private cellpose method (``CellposeModel._compute_masks``) lives in
-:func:`_cellpose_compute_masks`; :mod:`opsef_core.fusion` decodes averaged flows with the
+The decoding calls only cellpose's public stage functions (``dynamics.compute_masks`` /
+``follow_flows`` / ``get_masks_torch``, ``metrics.flow_error``, ``utils.stitch3D``,
+``utils.fill_holes_and_remove_small_masks``) in the order and with the ``niter``,
+``min_size`` and resizing of ``CellposeModel._compute_masks`` (3.1.1.2), which it no
+longer calls: :func:`masks_from_flows` restates it for a plane, a stack of planes
+(stitched) and a 3D volume.  :mod:`opsef_core.fusion` decodes averaged flows with the
 same :func:`masks_from_flows`.
 
 Model names resolve through :func:`opsef_core.models.resolve_model`: the project's
@@ -29,7 +33,6 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
@@ -39,6 +42,7 @@ from ..errors import ModelNotFoundError, SegmentationError
 from ..image import Image
 from ..models import register_fetcher, register_search, resolve_model
 from .base import IntensityLimits, Percentiles, Segmenter, SegmenterParams, check_input, register_segmenter
+from .memo import ArrayMemo
 from .normalize import fill_nonfinite
 
 __all__ = [
@@ -223,19 +227,66 @@ class CellposeParams(SegmenterParams):
 
 
 # ----------------------------------------------------------------------------- decoding
-def _cellpose_compute_masks(shape, dP, cellprob, *, device, **kwargs) -> np.ndarray:
-    """The one call into cellpose's private ``CellposeModel._compute_masks`` (3.1.1.2).
+_VOLUME_MEMO = ArrayMemo()
 
-    It uses nothing of the model but ``self.device``, so no weights are needed.
+
+def _stack_masks(dP: np.ndarray, cellprob: np.ndarray, *, flow_threshold: float, cellprob_threshold: float,
+                 min_size: int, max_size_fraction: float, niter: float, stitch_threshold: float,
+                 device) -> np.ndarray:
+    """Masks of a ``(Z, Y, X)`` stack segmented plane by plane, as ``CellposeModel._compute_masks`` makes them.
+
+    Each plane is decoded like a single plane (:func:`~.cellpose_masks.plane_masks`, Cellpose's
+    ``resize_and_compute_masks`` without resizing: the flows are at the input size), with
+    ``min_size`` off while stitching is to follow; then ``utils.stitch3D`` links the planes at
+    ``stitch_threshold`` and ``utils.fill_holes_and_remove_small_masks`` applies ``min_size`` to
+    the stitched objects.  The output dtype is that of the first plane's masks, as in Cellpose.
     """
-    import torch
-    from cellpose.models import CellposeModel
+    from cellpose import utils
 
-    holder = SimpleNamespace(device=torch.device(device))
-    with warnings.catch_warnings():
-        # torch warns on every sparse tensor cellpose builds while following the flows
-        warnings.filterwarnings("ignore", message="Sparse invariant checks", category=UserWarning)
-        return CellposeModel._compute_masks(holder, shape, dP, cellprob, **kwargs)
+    from .cellpose_masks import plane_masks
+
+    nimg = cellprob.shape[0]
+    min_size0 = min_size if stitch_threshold == 0 or nimg == 1 else -1  # off for stitching
+    masks = None
+    for i in range(nimg):
+        out = plane_masks(dP[:, i], cellprob[i], flow_threshold=flow_threshold,
+                          cellprob_threshold=cellprob_threshold, min_size=min_size0,
+                          max_size_fraction=max_size_fraction, niter=niter, device=device)
+        if nimg == 1:
+            return out
+        if masks is None:
+            masks = np.zeros((nimg,) + cellprob.shape[1:], out.dtype)
+        masks[i] = out
+    if stitch_threshold > 0:
+        logger.info("stitching %d planes using stitch_threshold=%.3f", nimg, stitch_threshold)
+        masks = utils.stitch3D(masks, stitch_threshold=stitch_threshold)
+        masks = utils.fill_holes_and_remove_small_masks(masks, min_size=min_size)
+    return masks
+
+
+def _volume_masks(dP: np.ndarray, cellprob: np.ndarray, *, cellprob_threshold: float, min_size: int,
+                  max_size_fraction: float, niter: float, device) -> np.ndarray:
+    """Masks of 3D flows (``do_3D``), as ``CellposeModel._compute_masks`` makes them.
+
+    ``dynamics.compute_masks(..., do_3D=True)`` (its ``min_size`` left off; the flow-error
+    check does not apply in 3D) and then ``utils.fill_holes_and_remove_small_masks(min_size)``
+    -- Cellpose's ``resize_and_compute_masks`` without resizing.  The dynamics do not depend on
+    ``min_size`` (nor on ``flow_threshold``): they are cached per flow array and
+    ``(cellprob_threshold, niter, max_size_fraction)``, so a ``min_size`` sweep follows the 3D
+    flows once.
+    """
+    from cellpose import dynamics, utils
+
+    memo = _VOLUME_MEMO.for_array(dP)
+    key = (float(cellprob_threshold), float(niter), float(max_size_fraction), str(device))
+    if key not in memo:
+        memo[key] = dynamics.compute_masks(dP, cellprob, niter=niter, cellprob_threshold=cellprob_threshold,
+                                           interp=True, do_3D=True, max_size_fraction=max_size_fraction,
+                                           device=device)
+    else:
+        logger.debug("cellpose 3D dynamics reused (cellprob_threshold %s)", cellprob_threshold)
+    # fill_holes_and_remove_small_masks writes into its input: give it a copy of the cached masks
+    return utils.fill_holes_and_remove_small_masks(memo[key].copy(), min_size=min_size)
 
 
 def masks_from_flows(
@@ -255,8 +306,10 @@ def masks_from_flows(
 
     For a single plane the dynamics and flow errors are computed once per flow array and
     ``cellprob_threshold`` and reused for every ``flow_threshold``/``min_size``
-    (:mod:`opsef_core.segment.cellpose_masks`); stacks and 3D flows go through Cellpose's
-    ``_compute_masks`` as they are.
+    (:mod:`opsef_core.segment.cellpose_masks`); a stack of planes is decoded plane by plane
+    and stitched (:func:`_stack_masks`), 3D flows with ``dynamics.compute_masks``
+    (:func:`_volume_masks`, dynamics reused across ``min_size``).  No private cellpose
+    method is called.
 
     Parameters
     ----------
@@ -297,20 +350,24 @@ def masks_from_flows(
             "a Z stack segmented plane by plane needs stitch_threshold > 0 (e.g. 0.3) or do_3D=True")
     if niter is None or niter == 0:
         niter = 1.0 / rescale * 200  # Cellpose's default with resample=True
-    kwargs = dict(flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold,
-                  interp=True, min_size=min_size, max_size_fraction=max_size_fraction,
-                  niter=niter, do_3D=do_3D, stitch_threshold=stitch_threshold)
-    if cellprob.ndim == 2:
-        import torch
+    import torch
 
-        from .cellpose_masks import plane_masks
+    from .cellpose_masks import plane_masks
 
-        masks = plane_masks(dP, cellprob, flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold,
-                            min_size=min_size, max_size_fraction=max_size_fraction, niter=niter,
-                            device=torch.device(device))
-    else:
-        shape = spatial + (2,)
-        masks = _cellpose_compute_masks(shape, dP, cellprob, device=device, **kwargs)
+    dev = torch.device(device)
+    with warnings.catch_warnings():
+        # torch warns on every sparse tensor cellpose builds while following the flows
+        warnings.filterwarnings("ignore", message="Sparse invariant checks", category=UserWarning)
+        if cellprob.ndim == 2:
+            masks = plane_masks(dP, cellprob, flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold,
+                                min_size=min_size, max_size_fraction=max_size_fraction, niter=niter, device=dev)
+        elif do_3D:
+            masks = _volume_masks(dP, cellprob, cellprob_threshold=cellprob_threshold, min_size=min_size,
+                                  max_size_fraction=max_size_fraction, niter=niter, device=dev)
+        else:
+            masks = _stack_masks(dP, cellprob, flow_threshold=flow_threshold, cellprob_threshold=cellprob_threshold,
+                                 min_size=min_size, max_size_fraction=max_size_fraction, niter=niter,
+                                 stitch_threshold=stitch_threshold, device=dev)
     return np.asarray(masks).squeeze().reshape(spatial).astype(np.int32)
 
 

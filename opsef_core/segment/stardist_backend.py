@@ -7,7 +7,10 @@ requested ``prob_thresh``/``nms_thresh``; one NMS made at the lowest threshold
 of a sweep serves the higher ones (:mod:`opsef_core.segment.stardist_nms`).  Both
 depend on the structure of the pinned stardist version; they are wrapped in
 :func:`network_pass` and :func:`decode_instances` only, and tests check that the
-decoded labels equal ``model.predict_instances`` with the same thresholds.
+decoded labels equal ``model.predict_instances`` with the same thresholds
+(``tests/test_decode_equality.py``).  No private model method is called: the decoding
+restates the dense part of ``_instances_from_prediction`` with StarDist's NMS kernels and
+renderers, and the tile guess restates ``_guess_n_tiles`` (:func:`guess_n_tiles`).
 
 Models are found by :func:`opsef_core.models.resolve_model`: a path, the
 project's ``models/`` folder (``stardist2d_demo``, ``stardist3d_demo``), the
@@ -42,6 +45,7 @@ __all__ = [
     "load_stardist_model",
     "network_pass",
     "decode_instances",
+    "guess_n_tiles",
     "keras_cache_dirs",
 ]
 
@@ -66,7 +70,8 @@ class StarDistParams(SegmenterParams):
         ``normalize``), or False when the input is already normalised.
     n_tiles : tuple of int, optional
         Tiles per spatial axis; None picks them from the model's training
-        patch size (``model._guess_n_tiles``), 1 per axis for small inputs.
+        patch size (:func:`guess_n_tiles`, StarDist's own guess), 1 per axis for
+        small inputs.
     scale : float or tuple of float
         Rescale factor applied (linear interpolation) before prediction; the
         polygons/polyhedra are scaled back to the input size, as
@@ -209,7 +214,29 @@ def load_stardist_model(spec: str | Path):
     return model
 
 
-# ----------------------------------------------------------------- private-API wrappers
+# ----------------------------------------------------------------- the split of predict_instances
+def guess_n_tiles(model, x: np.ndarray) -> tuple[int, ...]:
+    """Tiles per axis for the network pass, as StarDist guesses them (``optimize_thresholds``).
+
+    Restates stardist 0.9.2's ``StarDistBase._guess_n_tiles`` for single-channel input:
+    ``ceil(size / (patch * batch ** (1 / n_dim)))`` per axis, with the model's training patch
+    size and batch size.
+
+    Parameters
+    ----------
+    model : StarDist2D or StarDist3D
+    x : ndarray
+        The network input, spatial axes only (the model's single channel implied).
+
+    Returns
+    -------
+    tuple of int
+    """
+    cfg = model.config
+    b = cfg.train_batch_size ** (1.0 / cfg.n_dim)
+    return tuple(int(np.ceil(s / (p * b))) for s, p in zip(x.shape, cfg.train_patch_size))
+
+
 def network_pass(model, x: np.ndarray, n_tiles: tuple | None) -> tuple[np.ndarray, np.ndarray]:
     """The network pass of a StarDist model: dense ``(prob, dist)`` at grid resolution.
 
@@ -244,7 +271,9 @@ def decode_instances(model, shape: tuple, prob: np.ndarray, dist: np.ndarray,
     Returns
     -------
     (ndarray, dict)
-        Labels (int32) and StarDist's details (points, prob, coord).
+        Labels (int32, identical to ``predict_instances``' labels for the same thresholds and
+        scale) and the kept objects: ``points`` (in input pixels) and ``prob``, plus ``dist``
+        in 3D.  opsef uses the labels only.
     """
     from .stardist_nms import decode_dense
 
@@ -350,7 +379,7 @@ class StarDistSegmenter(Segmenter):
                 raise SegmentationError(f"stardist: n_tiles {p.n_tiles} needs {x.ndim} values", image.source)
             n_tiles = tuple(p.n_tiles)
         else:
-            n_tiles = tuple(int(t) for t in model._guess_n_tiles(x))
+            n_tiles = guess_n_tiles(model, x)
         device = resolve_device(p.device, framework="tensorflow")
         import tensorflow as tf
 

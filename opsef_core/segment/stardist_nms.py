@@ -44,11 +44,20 @@ def clear_memo() -> None:
     _MEMO.clear()
 
 
+def _above_threshold(prob: np.ndarray, prob_thresh: float, border: int) -> np.ndarray:
+    """Pixels with ``prob > prob_thresh`` at least ``border`` pixels from every edge of the
+    (grid-subsampled) probability map: stardist 0.9.2's candidate rule (``nms._ind_prob_thresh``)."""
+    mask = prob > prob_thresh
+    if border > 0:
+        inside = np.zeros_like(mask)
+        inside[(slice(border, -border),) * prob.ndim] = True
+        mask &= inside
+    return mask
+
+
 def _ranking(prob: np.ndarray, dist: np.ndarray, prob_thresh: float, grid) -> tuple:
     """Candidates above ``prob_thresh`` ranked as StarDist ranks them (points in image pixels)."""
-    from stardist.nms import _ind_prob_thresh
-
-    mask = _ind_prob_thresh(prob, prob_thresh, BORDER)
+    mask = _above_threshold(prob, prob_thresh, BORDER)
     points = np.stack(np.where(mask), axis=1)
     scores = prob[mask]
     order = np.argsort(scores)[::-1]
