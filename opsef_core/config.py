@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .io.discover import DEFAULT_INCLUDE
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -87,7 +88,7 @@ class InputsConfig(_Strict):
     """
 
     path: str
-    include: list[str] = Field(default_factory=lambda: ["*.tif", "*.tiff", "*.lif"])
+    include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE))
     exclude: list[str] = Field(default_factory=list)
     channel: int | str | None = None
     scenes: list[int | str] | None = Field(default=None, min_length=1)

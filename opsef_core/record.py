@@ -107,12 +107,31 @@ def git_commit(path: str | Path | None = None, timeout: float = 5.0) -> str | No
     return out if res.returncode == 0 and len(out) == 40 else None
 
 
-def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file, read in chunks."""
+def _files(path: Path, exclude: tuple = ()) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                  and p.relative_to(path).as_posix() not in exclude)
+
+
+def file_size(path: str | Path) -> int:
+    """Bytes of a file, or of every file in a folder (a zarr store)."""
+    return sum(f.stat().st_size for f in _files(Path(path)))
+
+
+def sha256(path: str | Path, chunk: int = 1 << 20, *, exclude: tuple = ()) -> str:
+    """SHA-256 hex digest of a file, read in chunks; of a folder (a zarr store, a model folder),
+    the digest of its files' relative paths and contents in sorted order (``exclude``: relative
+    paths left out)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
+    path = Path(path)
+    files = _files(path, tuple(exclude))
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode("utf-8") + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk), b""):
+                h.update(block)
     return h.hexdigest()
 
 

@@ -237,3 +237,44 @@ def test_streamed_run_memory_is_bounded_by_the_tiles(tmp_path):
     assert summary["status"].iloc[0] == "done"
     assert len(meas) == summary["n_objects"].iloc[0] > 0.8 * info["n_nuclei"]
     assert peak < 2048 * 2048 * 4, f"peak {peak / 2**20:.1f} MiB"
+
+
+def _write_ome_zarr_image(path: Path, data: np.ndarray, axes: str, scale: list[float], unit="micrometer"):
+    import zarr
+    from ome_zarr.writer import write_image
+
+    group = zarr.open_group(str(path), mode="w")
+    write_image(data, group, axes=[{"name": a.lower(), "type": "space" if a in "ZYX" else "channel",
+                                    **({"unit": unit} if a in "ZYX" else {})} for a in axes],
+                coordinate_transformations=[[{"type": "scale", "scale": scale}]], scale_factors=[],
+                storage_options={"chunks": tuple(min(n, 128) for n in data.shape)})
+
+
+def test_ome_zarr_and_zarr_inputs_are_read_lazily_and_streamed(nuclei_2d, tmp_path):
+    import zarr
+
+    folder, _ = nuclei_2d
+    data = io.read_image(folder / "in" / "slide.tif").data
+    inputs = tmp_path / "zarr_in"
+    inputs.mkdir()
+    _write_ome_zarr_image(inputs / "slide.ome.zarr", data, "YX", [0.5, 0.5])
+    plain = zarr.open_array(str(inputs / "plain.zarr"), mode="w", shape=data.shape, chunks=(128, 128),
+                            dtype=data.dtype)
+    plain[...] = data
+    ome = io.read_image(inputs / "slide.ome.zarr", lazy=True)
+    assert ome.pixel_size == {"Y": 0.5, "X": 0.5} and ome.calibrated and hasattr(ome.data, "dask")
+    assert io.list_scenes(inputs / "plain.zarr")[0]["axes"] == "YX"
+    assert [p.name for p in io.discover(inputs)] == ["plain.zarr", "slide.ome.zarr"]
+    raw = {"name": "raw", "steps": []}
+    run = execute(_config(inputs, streamed=True, pipeline=raw, tile=256), out=tmp_path, progress=False)
+    ref = execute(_config(folder / "in", streamed=True, pipeline=raw, tile=256), out=tmp_path, progress=False)
+    s, m = _tables(run)
+    sr, mr = _tables(ref)
+    assert list(s["status"]) == ["done", "done"] and list(s["image"]) == ["plain", "slide"]
+    for lab in s["labels"]:
+        assert_same_objects(io.read_labels(run / lab), io.read_labels(ref / sr["labels"].iloc[0]))
+    slide = m[m["image"] == "slide"].drop(columns=["image", "file"], errors="ignore")
+    _same_measurements(slide, mr.drop(columns=["image", "file"], errors="ignore"))
+    record = json.loads((run / "run.json").read_text())
+    sizes = {Path(e["path"]).name: e["size"] for e in record["inputs"]}
+    assert sizes["plain.zarr"] > 0.5 * data.nbytes / 4 and all(len(e["sha256"]) == 64 for e in record["inputs"])

@@ -15,7 +15,7 @@ __all__ = ["discover", "natural_key"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INCLUDE = ("*.tif", "*.tiff", "*.lif")
+DEFAULT_INCLUDE = ("*.tif", "*.tiff", "*.lif", "*.zarr")
 
 
 def natural_key(path: str | Path) -> list:
@@ -73,7 +73,11 @@ def discover(folder: str | Path, include: Iterable[str] | str = DEFAULT_INCLUDE,
         rel = p.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts):
             continue
-        if not p.is_file():
+        if any(part.lower().endswith(".zarr") for part in rel.parts[:-1]):
+            continue  # inside a zarr store
+        if p.is_dir() and p.name.lower().endswith(".zarr"):
+            pass  # a zarr store is one input, like a file
+        elif not p.is_file():
             if p.is_symlink() and not p.exists():
                 logger.warning("%s: skipped (a broken symbolic link or a symbolic-link loop)", p)
             continue

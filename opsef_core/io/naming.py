@@ -18,7 +18,7 @@ from typing import Iterable
 __all__ = ["IMAGE_SUFFIXES", "LABEL_SUFFIXES", "file_stem", "safe_name", "find_partner"]
 
 #: extensions whose removal gives a file's stem, longest first (``.ome.tif`` before ``.tif``)
-IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".lif")
+IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".lif", ".ome.zarr", ".zarr")
 #: extensions of label images / masks that :func:`opsef_core.io.read_labels` reads
 LABEL_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 

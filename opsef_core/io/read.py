@@ -12,11 +12,12 @@ from ._meta import check_path
 
 __all__ = ["read_image", "read_scenes", "list_scenes", "read_labels", "file_format", "SUPPORTED_SUFFIXES"]
 
-SUPPORTED_SUFFIXES = (".tif", ".tiff", ".lif")
+SUPPORTED_SUFFIXES = (".tif", ".tiff", ".lif", ".zarr")
 
 
 def file_format(path: str | Path) -> str:
-    """Return ``"tiff"`` or ``"lif"`` for a path, from its extension.
+    """Return ``"tiff"``, ``"lif"`` or ``"zarr"`` (a ``.zarr`` folder: OME-Zarr or a zarr array) for a
+    path, from its extension.
 
     Raises
     ------
@@ -31,6 +32,9 @@ def file_format(path: str | Path) -> str:
         raise UnsupportedFormatError(
             f"unsupported file type {suffix or '(no extension)'!r}; opsef reads "
             f"{', '.join(SUPPORTED_SUFFIXES)} (OME-TIFF and ImageJ TIFF included)", path)
+    if suffix == ".zarr":
+        check_path(path, "folder")
+        return "zarr"
     check_path(path, "file")  # not found, a folder, symlink loop, broken link: InputFileError
     return "lif" if suffix == ".lif" else "tiff"
 
@@ -42,7 +46,8 @@ def read_image(path: str | Path, scene: int | str | None = None, axes: str | Non
     Parameters
     ----------
     path : str or Path
-        ``.tif``/``.tiff`` (plain, ImageJ, OME) or Leica ``.lif``.
+        ``.tif``/``.tiff`` (plain, ImageJ, OME), Leica ``.lif``, or a ``.zarr`` folder (OME-Zarr
+        image or plain zarr array: :mod:`opsef_core.io.zarr_image`).
     scene : int or str, optional
         Series index or name; default the first.
     axes : str, optional
@@ -67,6 +72,12 @@ def read_image(path: str | Path, scene: int | str | None = None, axes: str | Non
         return read_lif(path, scene=scene, axes=axes, lazy=lazy, tile=tile)
     if tile is not None:
         raise InputFileError("tile= applies to .lif mosaics only", path)
+    if fmt == "zarr":
+        from .zarr_image import read_zarr
+
+        return read_zarr(path, scene=scene, axes=axes, lazy=lazy)
+    if tile is not None:
+        raise InputFileError("tile= applies to .lif mosaics only", path)
     from .tiff import read_tiff
 
     return read_tiff(path, scene=scene, axes=axes, lazy=lazy)
@@ -74,10 +85,15 @@ def read_image(path: str | Path, scene: int | str | None = None, axes: str | Non
 
 def read_scenes(path: str | Path, lazy: bool = False) -> list[Image]:
     """Read every scene (series) of a file; mosaic tiles of a ``.lif`` become separate images."""
-    if file_format(path) == "lif":
+    fmt = file_format(path)
+    if fmt == "lif":
         from .lif import read_lif_scenes
 
         return read_lif_scenes(path, lazy=lazy)
+    if fmt == "zarr":
+        from .zarr_image import read_zarr
+
+        return [read_zarr(path, lazy=lazy)]
     from .tiff import read_tiff_scenes
 
     return read_tiff_scenes(path, lazy=lazy)
@@ -92,10 +108,15 @@ def list_scenes(path: str | Path) -> list[dict]:
         ``index``, ``name``, ``axes``, ``shape``, ``dtype``, ``pixel_size`` (µm),
         ``calibrated``, ``channel_names``, ``time_interval`` and format details.
     """
-    if file_format(path) == "lif":
+    fmt = file_format(path)
+    if fmt == "lif":
         from .lif import lif_scenes
 
         return lif_scenes(path)
+    if fmt == "zarr":
+        from .zarr_image import zarr_scenes
+
+        return zarr_scenes(path)
     from .tiff import tiff_scenes
 
     return tiff_scenes(path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -76,10 +75,10 @@ def _map_items(func: Callable[[Item], dict], items: list[Item], workers: int, sc
 
 
 def _file_entry(path: str, role: str):
-    from ..record import InputFile, sha256
+    from ..record import InputFile, file_size, sha256
 
     try:
-        return InputFile(path=path, size=os.path.getsize(path), sha256=sha256(path), role=role)
+        return InputFile(path=path, size=file_size(path), sha256=sha256(path), role=role)
     except OSError:
         return InputFile(path=path, role=role)
 
