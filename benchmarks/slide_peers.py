@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, emit, f1_at_05, machine, make_nuclei_tiff, run_child  # noqa: E402
+from _common import emit, f1_at_05, machine, make_nuclei_tiff, run_child
 
 
 def _normalised(image: str):
@@ -60,8 +60,9 @@ def _normalised(image: str):
 
 
 def _stardist_model():
-    from opsef_core.models import resolve_model
     from stardist.models import StarDist2D
+
+    from opsef_core.models import resolve_model
 
     path = resolve_model("stardist", "stardist2d_demo").path
     return StarDist2D(None, name=path.name, basedir=str(path.parent))
@@ -74,7 +75,7 @@ def _save(labels, out: str) -> int:
     arr = zarr.open_array(out, mode="w", shape=labels.shape, chunks=(1024, 1024), dtype="int32")
     for y in range(0, labels.shape[0], 1024):
         arr[y:y + 1024] = np.asarray(labels[y:y + 1024], dtype=np.int32)
-    return int(len(np.unique(labels))) - 1
+    return len(np.unique(labels)) - 1
 
 
 def role_sd_whole(a) -> dict:
@@ -170,7 +171,7 @@ def role_cp_distributed(a) -> dict:
                           chunks=(a.tile, a.tile), dtype="float32")
     src[...] = img
     t0 = time.perf_counter()
-    labels, _ = distributed_eval(input_zarr=src, blocksize=(a.tile, a.tile), write_path=a.out,
+    distributed_eval(input_zarr=src, blocksize=(a.tile, a.tile), write_path=a.out,
                                  model_kwargs={"pretrained_model": weights, "gpu": False},
                                  eval_kwargs={"channels": [0, 0], "normalize": False},
                                  cluster_kwargs={"n_workers": 2, "ncpus": 1, "memory_limit": "8GB",

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
+from test_tiled import assert_same_objects
 
 from opsef_core import io
 from opsef_core.config import config_from_dict
@@ -27,8 +28,6 @@ from opsef_core.run import execute
 from opsef_core.testing.synthetic import make_nuclei_tiff
 from opsef_core.tiling import plan_tiles
 from opsef_core.tiling.stream import TiledPipeline
-
-from test_tiled import assert_same_objects
 
 CLASSICAL = {"sigma": 1.0, "threshold": 0.3, "h": 1.0, "min_size": 10}
 HALO_PIPELINE = {"name": "bg", "steps": [{"name": "gaussian", "params": {"sigma": 1.0}},

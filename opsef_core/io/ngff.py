@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputFileError
 
-__all__ = ["LabelPyramidWriter", "read_label_pyramid", "pyramid_levels", "is_ngff"]
+__all__ = ["LabelPyramidWriter", "is_ngff", "pyramid_levels", "read_label_pyramid"]
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import OpsefError, SegmentationError
 from .plan import Combination
 
-__all__ = ["run_pipeline_streamed", "measure_tiles", "PREVIEW_SIDE", "MAX_SCORED_PIXELS"]
+__all__ = ["MAX_SCORED_PIXELS", "PREVIEW_SIDE", "measure_tiles", "run_pipeline_streamed"]
 
 logger = logging.getLogger(__name__)
 
