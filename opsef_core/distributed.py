@@ -57,6 +57,11 @@ class ItemResult:
     error: str | None = None
 
 
+#: environment of single-threaded worker processes (set before they start)
+WORKER_THREAD_ENV = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1,
+                     "TF_NUM_INTRAOP_THREADS": 1, "TF_NUM_INTEROP_THREADS": 1}
+
+
 @contextmanager
 def get_client(workers: int | None = None, scheduler: str | None = None, threads_per_worker: int = 1,
                memory_limit: str | float | None = "auto", processes: bool = True, timeout: float = 30):
@@ -106,8 +111,19 @@ def get_client(workers: int | None = None, scheduler: str | None = None, threads
         return
     if workers is not None and int(workers) < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=processes,
-                           memory_limit=memory_limit, dashboard_address=None)
+    import dask
+
+    # one thread per worker process: numpy's BLAS/OpenMP (dask pins those by default), torch (it
+    # follows OMP_NUM_THREADS) and TensorFlow's own pools, so workers do not oversubscribe the cores.
+    # The nanny lets this process's environment override its pre-spawn settings (e.g. an
+    # OMP_NUM_THREADS set here), so the values are also given as the workers' own environment.
+    single = threads_per_worker == 1
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **(WORKER_THREAD_ENV if single else {})}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=processes,
+                               memory_limit=memory_limit, dashboard_address=None,
+                               **({"env": {k: str(v) for k, v in WORKER_THREAD_ENV.items()}} if single and processes
+                                  else {}))
     client = Client(cluster)
     logger.info("local dask cluster: %d workers x %d threads", len(cluster.workers), threads_per_worker)
     try:

@@ -277,3 +277,34 @@ def test_ome_zarr_and_zarr_inputs_are_read_lazily_and_streamed(nuclei_2d, tmp_pa
     record = json.loads((run / "run.json").read_text())
     sizes = {Path(e["path"]).name: e["size"] for e in record["inputs"]}
     assert sizes["plain.zarr"] > 0.5 * data.nbytes / 4 and all(len(e["sha256"]) == 64 for e in record["inputs"])
+
+
+@pytest.mark.slow
+def test_tiles_run_as_dask_tasks_with_identical_labels(nuclei_2d, tmp_path):
+    """One streamed image on a 2-worker local cluster: its tiles are the tasks (the run has fewer
+    items than workers), the labels and measurements equal the in-process run's, and the workers
+    run single-threaded."""
+    from opsef_core.distributed import WORKER_THREAD_ENV, get_client
+    from opsef_core.tiling import segment_tiled_image
+
+    folder, _ = nuclei_2d
+    raw = {"name": "smooth", "steps": [{"name": "gaussian", "params": {"sigma": 1.0}}]}
+    serial = execute(_config(folder / "in", streamed=True, pipeline=raw, tile=160), out=tmp_path, progress=False)
+    dist = execute(_config(folder / "in", streamed=True, pipeline=raw, tile=160), out=tmp_path, progress=False,
+                   workers=2)
+    s1, m1 = _tables(serial)
+    s2, m2 = _tables(dist)
+    assert list(s2["status"]) == ["done"]
+    np.testing.assert_array_equal(io.read_labels(serial / s1["labels"].iloc[0]), io.read_labels(dist / s2["labels"].iloc[0]))
+    _same_measurements(m1, m2)
+    with get_client(workers=2) as client:
+        env = client.run(lambda: {k: __import__("os").environ.get(k) for k in WORKER_THREAD_ENV})
+        want = {k: str(x) for k, x in WORKER_THREAD_ENV.items()}
+        assert env and all(v == want for v in env.values()), env
+        calls = []
+        real_submit = client.submit
+        client.submit = lambda *a, **k: calls.append(1) or real_submit(*a, **k)
+        labels = segment_tiled_image(folder / "in" / "slide.tif", "classical", CLASSICAL, tile_shape=160, overlap=32,
+                                     pipeline=raw, client=client, progress=False)
+    assert len(calls) == len(plan_tiles((512, 512), 160, 32))
+    np.testing.assert_array_equal(labels, io.read_labels(serial / s1["labels"].iloc[0]))

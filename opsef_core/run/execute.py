@@ -41,7 +41,8 @@ def _device_entry(backend: str, params: Any) -> dict:
 
 
 def _map_items(func: Callable[[Item], dict], items: list[Item], workers: int, scheduler: str | None,
-               progress: bool, lost: Callable[[Item, str], dict] | None = None) -> Iterator[dict]:
+               progress: bool, lost: Callable[[Item, str], dict] | None = None,
+               tiles: bool = False) -> Iterator[dict]:
     """Run ``func`` on every item and yield results as they finish.
 
     Serially in this process for one worker and no scheduler; otherwise on
@@ -51,8 +52,22 @@ def _map_items(func: Callable[[Item], dict], items: list[Item], workers: int, sc
     keeps its own segmenter instances, so a model loads once per worker.
     ``func`` catches an image's errors itself; an item whose worker is lost
     becomes ``lost(item, message)`` (a failed result).
+
+    With ``tiles`` (a tiled config) and fewer items than workers, the items run one after the
+    other in this process and their tiles are the dask tasks (:func:`tile_client`), so one large
+    image uses every worker.
     """
     from tqdm.auto import tqdm
+
+    if tiles and items and (scheduler or (workers or 1) > 1) and len(items) < (workers or 1) + bool(scheduler):
+        from ..distributed import get_client
+        from ..tiling.images import use_tile_client
+
+        with get_client(workers=None if scheduler else int(workers), scheduler=scheduler) as client, \
+                use_tile_client(client):
+            for it in tqdm(items, desc="images", unit="image", disable=not progress):
+                yield func(it)
+        return
 
     if ((workers or 1) <= 1 or len(items) <= 1) and not scheduler:  # no cluster for one image
         for it in tqdm(items, desc="images", unit="image", disable=not progress):
@@ -282,7 +297,8 @@ def _run_items(config: RunConfig, record, run_dir: Path, items: list[Item], comb
                 "counts": {"preprocess": 0, "network": 0, "decode": 0}}
 
     try:
-        for res in _map_items(_one, todo, workers, scheduler, progress, lost=_lost):
+        for res in _map_items(_one, todo, workers, scheduler, progress, lost=_lost,
+                              tiles=config.execution.tiling is not None):
             results[res["id"]] = res
             st = record.item(res["id"])
             if st is None:

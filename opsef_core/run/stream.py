@@ -93,7 +93,11 @@ def run_pipeline_streamed(ctx, combos: list[Combination], results: dict) -> tupl
 
 def _segment(ctx, group: list[Combination], results: dict) -> list:
     """Settings sharing a network key, tile by tile into one OME-Zarr store each."""
+    from functools import partial
+
     from ..tiling import segment_tiled_image
+    from ..tiling.images import tile_client
+    from .item import load_input
 
     tiling = ctx.config.execution.tiling
     outs = [ctx.run_dir / "labels" / f"{results[c.id].name}.ome.zarr" for c in group]
@@ -105,7 +109,8 @@ def _segment(ctx, group: list[Combination], results: dict) -> list:
     outcomes = segment_tiled_image(ctx.image, group[0].backend, group[0].params, tile_shape=tiling.tile_shape,
                                    overlap=tiling.overlap, progress=False, return_info=True,
                                    settings=[c.params for c in group], pipeline=group[0].pipeline_spec,
-                                   out=outs, max_sample=tiling.max_sample)
+                                   out=outs, max_sample=tiling.max_sample, client=tile_client(),
+                                   loader=partial(load_input, ctx.config, ctx.item, lazy=True))
     seconds = round(time.perf_counter() - t0, 4)
     n = int(outcomes[0][1]["n_tiles"])
     ctx.counts["preprocess"] += 1

@@ -41,6 +41,8 @@ results that do not depend on the tiling.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import shutil
@@ -306,6 +308,86 @@ class _WindowedOut:
             self.buf = np.array(self.arr[self.window])
 
 
+def _segment_tile(seg, img: Image, stream, limits, p, decodings, outer: tuple, index: tuple) -> list:
+    """One tile: preprocess tile + halo, one network pass, one decoding per setting."""
+    from ..segment.base import check_input
+
+    block = stream.block(outer)
+    if limits is not None:
+        lo, hi = limits
+        block = (block.astype(np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 1e-20))
+    tile_img = img.with_data(block, name=f"{img.name}_tile{'_'.join(map(str, index))}")
+    try:
+        check_input(tile_img, seg.name)
+        pred = seg.predict(tile_img, p)
+        return [np.asarray(seg.decode(pred, tile_img, d)) for d in decodings]
+    except OpsefError:
+        raise
+    except Exception as exc:  # backend failure: name the image and tile
+        raise SegmentationError(f"tiled {seg.name}: tile {index} failed ({type(exc).__name__}: {exc})",
+                                img.source) from exc
+
+
+#: per worker process: the images (and their tiled pipelines) tile tasks have opened
+_WORKER_IMAGES: dict = {}
+
+_TILE_CLIENT = contextvars.ContextVar("opsef_tile_client", default=None)
+
+
+def tile_client():
+    """The dask client streamed run items send their tiles to (None: tiles run in this process)."""
+    return _TILE_CLIENT.get()
+
+
+@contextlib.contextmanager
+def use_tile_client(client):
+    """Within the block, streamed run items run their tiles as tasks on ``client``."""
+    token = _TILE_CLIENT.set(client)
+    try:
+        yield client
+    finally:
+        _TILE_CLIENT.reset(token)
+
+
+def _tile_task(spec: tuple, backend: str, limits, p, decodings, outer: tuple, index: tuple) -> list:
+    """A tile on a dask worker: open the image once per worker (``spec``'s loader), apply the
+    pipeline with the statistics fixed by the caller, segment; returns the label tiles."""
+    import dask
+
+    from ..segment import get_segmenter
+    from .stream import TiledPipeline
+
+    loader, scene, t, channel, pipeline, fixed = spec
+    key = repr(spec)
+    seg = get_segmenter(backend)
+    with dask.config.set(scheduler="synchronous"):  # read here, not through the cluster
+        if key not in _WORKER_IMAGES:
+            if len(_WORKER_IMAGES) > 4:
+                _WORKER_IMAGES.clear()
+            img = _load(loader(), scene, t, channel, backend)
+            stream = TiledPipeline(img, pipeline)
+            stream.fix_statistics(fixed)
+            _WORKER_IMAGES[key] = (img, stream)
+        img, stream = _WORKER_IMAGES[key]
+        return _segment_tile(seg, img, stream, limits, p, decodings, outer, index)
+
+
+def _local_reads(func):
+    """Run ``func`` with dask's synchronous scheduler: lazy regions of the image are read in this
+    process, also when a distributed client is the default (tiles go to it explicitly)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_local_reads
 def segment_tiled_image(
     image: Image | str | Path,
     segmenter: str,
@@ -322,6 +404,8 @@ def segment_tiled_image(
     settings: Sequence[dict] | None = None,
     pipeline: Any = None,
     max_sample: int = MAX_SAMPLE,
+    client=None,
+    loader=None,
 ):
     """Segment a (large) image tile by tile with any backend and stitch the labels.
 
@@ -367,6 +451,13 @@ def segment_tiled_image(
     max_sample : int
         Largest number of pixels whole-image statistics are computed from (percentiles of the
         pipeline's output, strided on the image grid above it).
+    client : distributed.Client, optional
+        Run the tiles as dask tasks on its workers (with ``loader``): each worker opens the image
+        itself and keeps its models; this process computes the statistics and stitches, in tile
+        order, so the labels equal the serial result.
+    loader : callable, optional
+        A picklable function with no arguments returning the (lazy) :class:`Image` as given
+        (e.g. ``functools.partial(io.read_image, path, lazy=True)``); needed with ``client``.
     return_info : bool
         Also return a dict with ``n_tiles``, ``normalization`` (``"global"``,
         ``"fixed (given)"`` or ``"per-tile"``), ``limits``, ``n_objects``,
@@ -398,11 +489,18 @@ def segment_tiled_image(
         channel = params["channel"]
     if "channel" in seg.Params.model_fields:
         params["channel"] = None
+    if client is not None and loader is None and not isinstance(image, Image):
+        from functools import partial
+
+        from ..io import read_image
+
+        loader = partial(read_image, image, scene=scene, lazy=True)
     img = _load(image, scene, t, channel, seg.name)
     shape = tuple(int(n) for n in img.data.shape)
     from .stream import TiledPipeline
 
     stream = TiledPipeline(img, pipeline, max_sample=max_sample)
+    stream.fix_statistics()  # once, here: tiles (and dask workers) only apply them
     tiles = plan_tiles(shape, tile_shape, overlap)
     ov = tuple(int(o) for o in (overlap if not np.isscalar(overlap) else (overlap,) * len(shape)))
     split = [len({tl.inner[d].start for tl in tiles}) > 1 for d in range(len(shape))]
@@ -447,25 +545,36 @@ def segment_tiled_image(
                 st["objects"] += 1
                 st["large"] += int(big)
 
+    def serial_tiles():
+        for tile in tqdm(tiles, desc=f"tiles ({seg.name})", disable=not progress):
+            yield _segment_tile(seg, img, stream, limits, p, decodings, tile.outer, tile.index)
+
+    def distributed_tiles():
+        """Tiles as dask tasks on ``client``'s workers (each opens the image once with ``loader``
+        and keeps its models), at most two per worker in flight, results in plan order."""
+        from collections import deque
+
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        spec = (loader, scene, t, channel, pipeline, dict(stream._limits))
+        queue, it = deque(), iter(tiles)
+
+        def submit_next():
+            tile = next(it, None)
+            if tile is not None:
+                queue.append(client.submit(_tile_task, spec, seg.name, limits, p, decodings, tile.outer,
+                                           tile.index, pure=False))
+
+        for _ in range(2 * n_workers):
+            submit_next()
+        for _ in tqdm(tiles, desc=f"tiles ({seg.name}, dask)", disable=not progress):
+            out_tiles = queue.popleft().result()
+            submit_next()
+            yield out_tiles
+
     def tile_labels():
         """Per tile: one network pass, one decoding per setting (a list of label tiles)."""
-        from ..segment.base import check_input
-
-        for tile in tqdm(tiles, desc=f"tiles ({seg.name})", disable=not progress):
-            block = stream.block(tile.outer)
-            if limits is not None:
-                lo, hi = limits
-                block = (block.astype(np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 1e-20))
-            tile_img = img.with_data(block, name=f"{img.name}_tile{'_'.join(map(str, tile.index))}")
-            try:
-                check_input(tile_img, seg.name)
-                pred = seg.predict(tile_img, p)
-                out_tiles = [np.asarray(seg.decode(pred, tile_img, d)) for d in decodings]
-            except OpsefError:
-                raise
-            except Exception as exc:  # backend failure: name the image and tile
-                raise SegmentationError(f"tiled {seg.name}: tile {tile.index} failed "
-                                        f"({type(exc).__name__}: {exc})", img.source) from exc
+        source = distributed_tiles() if client is not None and loader is not None else serial_tiles()
+        for tile, out_tiles in zip(tiles, source):
             for labels, st in zip(out_tiles, stats):
                 check(tile, labels, st)
             yield out_tiles

@@ -177,6 +177,15 @@ class TiledPipeline:
         return lo, hi
 
     # ------------------------------------------------------------------ statistics
+    def fix_statistics(self, limits: dict | None = None) -> None:
+        """Compute (or set, from another process's :attr:`_limits`) every whole-image statistic now,
+        so that :meth:`block` only applies them."""
+        if limits is not None:
+            self._limits.update({int(k): tuple(v) for k, v in limits.items()})
+        for k, (info, params, _) in enumerate(self.steps):
+            if info.global_stat and k not in self._limits:
+                self._limits[k] = self._compute_limits(k, params)
+
     def regions(self, tile: tuple | None = None) -> list[tuple[slice, ...]]:
         """A partition of the image into regions of at most ``tile`` pixels per axis (default 512)."""
         tile = tile or (512,) * len(self.shape)
