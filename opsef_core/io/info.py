@@ -20,7 +20,9 @@ def describe_file(path: str | Path) -> list[dict]:
     """
     path = Path(path)
     fmt = file_format(path)
-    size = path.stat().st_size
+    from ..record import file_size
+
+    size = file_size(path)  # a zarr store: all its files
     return [{"file": str(path), "file_format": fmt, "file_size": size, **s} for s in list_scenes(path)]
 
 
