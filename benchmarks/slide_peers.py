@@ -159,7 +159,11 @@ def role_cp_distributed(a) -> dict:
     import zarr
 
     _zarr2_open_shim()
+    import os
+
     from cellpose.contrib.distributed_segmentation import distributed_eval
+
+    os.chdir(Path(a.out).parent)  # it writes its scratch and worker logs into the working directory
 
     _, weights = _cellpose_model()
     # cellpose 3.1.1.2's block merging is 3-D only (a hard-coded generate_binary_structure(3, 1)): on

@@ -189,6 +189,23 @@ else:
     display(Markdown("No ground truth: choose a combination by eye from the montage."))
 
 # %% [markdown]
+# ### Decoding thresholds on any image of the grid
+# The sweep above tried two or three threshold values; the explorers below try any value, on any
+# image of the grid (the selector), for each model: StarDist's `prob_thresh` and `nms_thresh`,
+# Cellpose's `cellprob_threshold` and `flow_threshold`, the U-Net's `prob_threshold` (and the
+# classical backend's `h`). Each image's network pass runs once, when the image is first chosen,
+# and is kept: a slider move only decodes (as in the two decodings above), so dragging is fast.
+# The images go through the run's first pipeline (`raw` by default) before the network; the titles
+# give the object count and, with ground truth, F1 at IoU 0.5. The static figure (saved as
+# `thresholds_<model>.png`) is a sweep of the first slider on the first image.
+
+# %%
+threshold_explorers = qs.threshold_explorers(run_dir=explore_dir, models=usable)
+for model_name, threshold_explorer in threshold_explorers.items():
+    run.show(threshold_explorer.figure, f"thresholds_{model_name}")
+    display(threshold_explorer)  # the live sliders and image selector (in Jupyter)
+
+# %% [markdown]
 # ## 3 · Run the chosen combination on the whole folder
 # `choose = "auto"` takes the best ranked combination; to override the ranking (e.g. it looks better
 # by eye), set `choose` to one of the combination ids above and re-run.
@@ -220,25 +237,32 @@ if overlays:
 
 # %% [markdown]
 # ## 4 · Filter objects by region properties
-# Measurements are in physical units (area in µm², perimeter in µm). The scatter shows the first two
-# properties of `filter_ranges` with the kept range shaded; in a live notebook the sliders update
-# the overlay (kept green, removed red). Filtering removes what no segmenter setting can tell from
-# a nucleus (debris, clumps); it never re-segments.
+# Measurements are in physical units (area in µm², perimeter in µm). The filter spans every image
+# of the final run: the sliders start at `filter_ranges` (their limits include those ranges), the
+# scatter shows every object (kept blue, removed grey, the kept range shaded) and follows the
+# sliders, and the overlay shows the image picked in the selector (kept green, removed red).
+# Filtering removes what no segmenter setting can tell from a nucleus (debris, clumps); it never
+# re-segments.
 
 # %%
-table0, labels0, image0 = qs.item_view(run_dir=final_dir)
+objects_all, labels_all, images_all = qs.run_view(run_dir=final_dir)
 props = list(filter_ranges) or ["area", "circularity"]
 x, y = (props + [c for c in ("area", "circularity") if c not in props])[:2]
-explorer = widgets.object_filter(table=table0, labels=labels0, image=image0, x=x, y=y, properties=props,
-                                 ranges={k: tuple(v) for k, v in filter_ranges.items()})
+explorer = widgets.object_filter(table=objects_all, labels=labels_all, image=images_all, x=x, y=y,
+                                 properties=props, ranges={k: tuple(v) for k, v in filter_ranges.items()})
 run.show(explorer.figure, "object_filter")
 explorer  # the live sliders (in Jupyter)
 
 # %% [markdown]
-# The same ranges applied to every image of the final run; the kept objects are exported.
+# The explorer's current ranges (`explorer.state["ranges"]`: `filter_ranges` until a slider is
+# moved) are applied to every image of the final run and the kept objects are exported. Moved
+# the sliders? Re-run this cell (and the ones below) to export what you now see; the ranges used
+# are saved as `export_ranges.json`.
 
 # %%
-objects, zips = qs.filter_and_export(run_dir=final_dir, ranges=filter_ranges, roi_dir=run.path("rois"))
+export_ranges = explorer.state["ranges"]
+_ = run.save_json({k: list(v) for k, v in export_ranges.items()}, "export_ranges")
+objects, zips = qs.filter_and_export(run_dir=final_dir, ranges=export_ranges, roi_dir=run.path("rois"))
 run.save_table(objects, "objects")
 kept = objects[objects["kept"]]
 display(objects.groupby("image")["kept"].agg(objects="size", kept="sum"))

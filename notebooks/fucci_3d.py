@@ -98,6 +98,7 @@ import logging
 
 import pandas as pd
 
+from opsef_core import widgets
 from opsef_core.science import fucci
 from opsef_core.workflows import fucci3d as wf
 
@@ -195,6 +196,23 @@ run.save_json({"model": chosen, "thresholds": phases.attrs["thresholds"],
 print("thresholds:", phases.attrs["thresholds"], phases.attrs["threshold_methods"])
 fig = wf.phase_scatter(df=phases, title=f"nuclei from {chosen}")
 run.show(fig, "phase_scatter")
+
+# %% [markdown]
+# ### Explore the phase thresholds, slice by slice
+# The thresholds decide every phase call, so look at what they do: the `z` slider browses the
+# stack (nuclear channel) with each nucleus's contour in its phase's colour, and the red and green
+# threshold sliders re-call the phases from the per-nucleus values above (no re-segmentation, no
+# re-measuring): the counts, the contour colours and the scatter follow. The sliders start at the
+# thresholds used above; a value you prefer can be put into `red_threshold` / `green_threshold`
+# and the notebook re-run. The static figure is saved as `phase_explorer.png`.
+
+# %%
+phase_view = widgets.phase_explorer(labels=labels, image=raw, table=phases, nuclear_channel=nuc,
+                                    red_threshold=red_threshold, green_threshold=green_threshold, z=z_show)
+run.save_json({"thresholds": phase_view.state["thresholds"], "counts": phase_view.state["counts"]},
+              "phase_explorer")
+run.show(phase_view.figure, "phase_explorer")
+phase_view  # the live z and threshold sliders (in Jupyter)
 
 # %%
 fractions = fucci.phase_fractions(df=phases)

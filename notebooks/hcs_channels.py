@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -160,6 +162,26 @@ if example_target in runs:
     view = hcs.subset_view(run_dir=runs[example_target], channels=best[example_target]["channels"])
     fig = hcs.plot_examples(view=view, target=example_target)
     run.show(fig, "fusion_examples")
+
+# %% [markdown]
+# ## Explore channel subsets: single-channel masks next to the fused one
+# Tick channels and pick a method: each ticked channel's own segmentation is shown next to their
+# fusion (and the truth, with F1 at IoU 0.5 in the titles). The explorer uses the run's fusion
+# parameters and runs Cellpose once per channel when it is built; every tick or method change only
+# decodes (`fusion.fuse`: averaging flows, or voting on the single-channel masks), which is why
+# the whole power set above costs one network pass per channel. It starts at the best cell of the
+# table, and its first result is checked against the run's label image of that cell
+# (`matches_run` in `fusion_explorer.json`).
+
+# %%
+if example_target in runs:
+    fusion_view = hcs.subset_explorer(run_dir=runs[example_target], channels=best[example_target]["channels"],
+                                      method=best[example_target]["method"])
+    run.save_json({"channels": fusion_view.state["channels"], "method": fusion_view.state["method"],
+                   "matches_run": fusion_view.state["matches_run"], "f1": fusion_view.state["f1"],
+                   "n_predict": fusion_view.state["n_predict"]}, "fusion_explorer")
+    run.show(fusion_view.figure, "fusion_explorer")
+    display(fusion_view)  # noqa: F821 - the live channel boxes and method selector (in Jupyter)
 
 # %%
 run.finish()

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -130,6 +132,20 @@ for cond, run_dir in seg.attrs["runs"].items():
 run.save_table(seg, "segmentation_along_depth")
 fig = wc.plot_segmentation_depth(seg=seg)
 run.show(fig, "segmentation_along_depth")
+
+# %% [markdown]
+# ### Explore one depth at a time
+# One explorer per segmented stack: the `z` slider picks a slice and shows its depth (percent of the
+# maximum diameter), its SNR and CNR (from the profiles of section 1), and that slice's nuclei as the
+# run segmented them (yellow; the model selector switches model) over the truth (white), with the
+# slice's pixel F1 and AJI. Nothing is segmented again: the labels are the run's label stacks. The
+# static figures are saved as `depth_<condition>_<stack>.png`.
+
+# %%
+depth_views = wc.depth_explorers(data=subset, seg=seg, profiles=profiles)
+for key, depth_view in depth_views.items():
+    run.show(depth_view.figure, "depth_" + key.replace("/", "_"))
+    display(depth_view)  # the live depth slider and model selector (in Jupyter)
 
 # %% [markdown]
 # The same scores averaged over the 70–100 % band, per condition and model.

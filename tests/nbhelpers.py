@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 
@@ -151,3 +150,14 @@ def rerun_engine_run(run_json: Path, out_root: Path, elsewhere: Path) -> Path:
     for rel in files:
         np.testing.assert_array_equal(tifffile.imread(new / rel), tifffile.imread(old / rel), err_msg=str(rel))
     return new
+
+
+def widget_views(executed, containing: str) -> int:
+    """How many live widgets (ipywidgets view outputs) the cells whose source contains ``containing``
+    displayed in an executed notebook (progress bars of other cells are widgets too)."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    return sum("application/vnd.jupyter.widget-view+json" in out.get("data", {})
+               for cell in nb.cells if cell.cell_type == "code" and containing in cell.source
+               for out in cell.get("outputs", []))

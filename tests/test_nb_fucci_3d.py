@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from nbhelpers import check_outputs, execute
+from nbhelpers import check_outputs, execute, widget_views
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
@@ -61,6 +60,13 @@ def test_fucci_3d_notebook_runs_and_reruns_from_record(tmp_path):
     assert acc.loc["truth labels", "accuracy"] >= 0.9 and acc.loc[chosen, "accuracy"] >= 0.8
     thr = json.loads((folder / "thresholds.json").read_text())
     assert 0 < thr["thresholds"]["red"] < 1 and thr["threshold_methods"]["green"] == "otsu"
+
+    # the phase explorer starts at the thresholds used and counts the same phases; it is live
+    check_outputs(folder, ["phase_explorer.png", "phase_explorer.json"])
+    explorer = json.loads((folder / "phase_explorer.json").read_text())
+    assert explorer["thresholds"] == pytest.approx(thr["thresholds"])
+    assert explorer["counts"] == dict(zip(fractions["phase"], fractions["count"]))
+    assert widget_views(tmp_path / "a" / "fucci_3d.executed.ipynb", "widgets.phase_explorer(") == 1
 
     again = execute("fucci_3d", tmp_path / "b", record=folder / "record.json",
                     parameters={"models": [m for m in record["models"] if m["backend"] != "cellpose"]})

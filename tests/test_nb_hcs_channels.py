@@ -5,13 +5,13 @@ import json
 
 import pandas as pd
 import pytest
-
-from nbhelpers import REPO, check_outputs, execute
+from nbhelpers import REPO, check_outputs, execute, widget_views
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
 MAIN = ["record.json", "config_nuclei.json", "config_cells.json", "runs.json", "fusion_scores.csv",
-        "f1_nuclei.csv", "f1_cells.csv", "best.json", "f1_heatmap.png", "fusion_examples.png", "f1_nuclei.html"]
+        "f1_nuclei.csv", "f1_cells.csv", "best.json", "f1_heatmap.png", "fusion_examples.png", "f1_nuclei.html",
+        "fusion_explorer.png", "fusion_explorer.json"]
 
 
 @pytest.mark.skipif(not (REPO / "models" / "cellpose_demo").exists(),
@@ -45,6 +45,12 @@ def test_hcs_channels_notebook(tmp_path):
     # the nuclei model finds the nuclei in the nuclear channel
     assert best["nuclei"]["f1"] == pytest.approx(values.max()) and best["nuclei"]["f1"] > 0.5
     assert "nuclei_cyto" in best["nuclei"]["channels"]
+    # the channel-subset explorer starts at the best cell, decoded from one pass, equal to the run's labels
+    explorer = json.loads((folder / "fusion_explorer.json").read_text())
+    assert "+".join(explorer["channels"]) == best["nuclei"]["channels"] and explorer["method"] == best["nuclei"]["method"]
+    assert explorer["matches_run"] is True and explorer["n_predict"] == 1
+    assert explorer["f1"]["fused"] == pytest.approx(best["nuclei"]["f1"])
+    assert widget_views(tmp_path / "a" / "hcs_channels.executed.ipynb", "hcs.subset_explorer(") == 1
     again = execute("hcs_channels", tmp_path / "b", record=folder / "record.json")
     pd.testing.assert_frame_equal(pd.read_csv(again / "f1_nuclei.csv"), nuclei)
     pd.testing.assert_frame_equal(pd.read_csv(again / "f1_cells.csv"), pd.read_csv(folder / "f1_cells.csv"))

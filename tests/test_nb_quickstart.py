@@ -8,12 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-
-from nbhelpers import REPO, check_outputs, execute, rerun_engine_run
+from nbhelpers import REPO, check_outputs, execute, rerun_engine_run, widget_views
 
 MAIN = ["record.json", "models.json", "explore_config.json", "montages.png", "ranking.csv", "chosen.json",
         "final_config.json", "final_metrics.csv", "object_filter.png", "objects.csv", "embedding.csv",
-        "embedding.png"]
+        "embedding.png", "export_ranges.json"]
 
 
 def _n_settings(entries: list[dict], scale_factors=(1.0,)) -> int:
@@ -55,6 +54,19 @@ def test_quickstart_runs_and_reruns_from_record(tmp_path):
     assert list(metrics["n_true"]) == [len(np.unique(tifffile.imread(p))) - 1 for p in gt_files]
     assert (metrics["n_pred"] == metrics["n_objects"]).all()
     assert 0.6 < metrics["f1@0.5"].mean() <= 1.0
+
+    # the explorers: one threshold explorer per model of the grid (its static sweep saved), the
+    # object filter over every image; all live in the executed notebook (plus the montage browser)
+    from opsef_core.widgets import DECODING_SLIDERS
+
+    explored = [m["name"] for m in usable if m["backend"] in DECODING_SLIDERS]
+    assert {"stardist", "cellpose", "unet"} <= {m["backend"] for m in usable}  # the demo models ship
+    check_outputs(folder, [f"thresholds_{name}.png" for name in explored])
+    executed = tmp_path / "first" / "00_quickstart.executed.ipynb"
+    assert widget_views(executed, "qs.threshold_explorers(") == len(explored)
+    assert widget_views(executed, "widgets.object_filter(") == 1
+    # the export used the object filter's ranges: filter_ranges until a slider moves
+    assert json.loads((folder / "export_ranges.json").read_text()) == record["filter_ranges"]
 
     # object filtering: the kept flags follow the ranges; ROI zips hold exactly the kept objects
     objects = pd.read_csv(folder / "objects.csv")

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-
-from nbhelpers import check_outputs, execute
+from nbhelpers import check_outputs, execute, widget_views
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
@@ -41,6 +40,11 @@ def test_spheroid_clearing_notebook_runs_and_reruns_from_record(tmp_path):
         summary = pd.read_csv(run_dir / "summary.csv")
         assert (summary["status"] == "done").all()
         assert set(summary["segmenter"]) == set(seg.loc[seg["condition"] == cond, "model"])
+    # one live depth explorer per segmented stack (record["segment_images"] per condition)
+    stacks = seg[["condition", "image"]].drop_duplicates()
+    assert len(stacks) == 2 * record["segment_images"]
+    check_outputs(folder, [f"depth_{c}_{i}.png" for c, i in stacks.itertuples(index=False)])
+    assert widget_views(tmp_path / "a" / "spheroid_clearing.executed.ipynb", "wc.depth_explorers(") == len(stacks)
     transfer = json.loads((folder / "transfer_runs.json").read_text())
     assert sorted(transfer) == ["cleared", "noncleared"]
     matrix = pd.read_csv(folder / "transfer_matrix.csv")

@@ -142,6 +142,18 @@ def test_segmentation_along_depth_and_skipped_model(tmp_path):
         own = np.asarray(seg2d.segment(image.sel(z=z), {"sigma": 1.0, "min_size": 5}))
         np.testing.assert_array_equal(pred[z], np.where(own > 0, own + offset, 0))
         offset = max(offset, int(pred[z].max()))
+    # the depth explorer shows the run's labels and the per-slice scores and profile at the chosen depth
+    np.testing.assert_array_equal(wc.run_stack_labels(run_dir, "s0")["classical"], pred)
+    views = wc.depth_explorers(data, seg, prof)
+    assert list(views) == ["c/s0"]
+    ex = views["c/s0"]
+    assert ex.state["models"] == ["classical"]
+    ex.update(z=2)
+    row = seg[seg["z"] == 2].iloc[0]
+    assert ex.state["n_pred"] == row["n_pred"] and ex.state["n_true"] == row["n_true"]
+    assert ex.state["pixel_f1"] == pytest.approx(row["pixel_f1"]) and ex.state["aji"] == pytest.approx(row["aji"])
+    assert ex.state["depth_pct"] == pytest.approx(row["depth_pct"])
+    assert ex.state["values"]["snr"] == pytest.approx(prof.set_index("z").loc[2, "snr"])
     with pytest.raises(ConfigError, match="mode"):
         wc.segmentation_along_depth(data, {"x": {"backend": "classical", "mode": "4d"}}, out=tmp_path / "runs")
     with pytest.raises(ConfigError, match="no model could be run"):

@@ -143,6 +143,12 @@ def test_hcs_run_table_and_rerun_from_run_json(tmp_path, monkeypatch):
     assert list(view["labels"]) == list(FUSION_METHODS) and view["truth"].shape == (96, 96)
     fig = hcs.plot_examples(view, "nuclei")
     assert len(fig.axes) >= 6  # input, truth and the four methods
+    # the subset explorer: the run's own parameters, one network pass, every method equal to the run's labels
+    ex = hcs.subset_explorer(run_dir, combo, method="staple")
+    assert ex.state["matches_run"] and ex.state["n_predict"] == 1 and ex.state["channels"] == combo.split("+")
+    for m in FUSION_METHODS:
+        np.testing.assert_array_equal(ex.update(method=m), view["labels"][m])
+    assert ex.state["n_predict"] == 1
 
     # `opsef run RUN/run.json` from another working directory: identical label images
     again = rerun_engine_run(run_dir / "run.json", tmp_path / "again", tmp_path / "elsewhere")

@@ -186,3 +186,75 @@ def test_item_view_and_embedding(runs):
     assert len(fig.axes) >= 2
     with pytest.raises(ConfigError, match="at least 4"):
         qs.embed_objects(objects.head(3))
+
+
+UNET = {"name": "unet", "backend": "unet", "params": {"model": "unet2d_demo"}}
+
+
+def test_threshold_explorers_decode_any_image_from_one_pass_each(runs, monkeypatch):
+    from opsef_core import io
+    from opsef_core.segment import get_segmenter
+    from opsef_core.segment.unet_backend import UNetSegmenter
+    from opsef_core.widgets import DECODING_SLIDERS
+
+    calls = []
+    original = UNetSegmenter.predict
+
+    def counting(self, image, params):
+        calls.append(image.name)
+        return original(self, image, params)
+
+    monkeypatch.setattr(UNetSegmenter, "predict", counting)
+    explorers = qs.threshold_explorers(runs["explore_dir"], [CLASSICAL, UNET])
+    assert list(explorers) == ["classical", "unet"]
+    ex = explorers["unet"]
+    # the run's grid images (n_images=2 of the three copied), one pass so far: the first image's
+    assert ex.state["images"] == NAMES[:2] and calls == [NAMES[0]]
+    dropdown, slider = ex.widget.children[:2]  # an image selector, then the backend's decoding slider
+    assert list(dropdown.options) == NAMES[:2] and slider.description == next(iter(DECODING_SLIDERS["unet"]))
+    ex.update(image=NAMES[1])
+    ex.update(prob_threshold=0.8)
+    ex.update(prob_threshold=0.3)
+    ex.update(image=NAMES[0], prob_threshold=0.7)
+    assert calls == NAMES[:2] and ex.state["n_predict"] == 2  # one network pass per image, then decodings only
+    # the decoded labels equal the backend's one-call segmentation with the slider's value
+    image = io.read_image(runs["root"] / "images" / f"{NAMES[0]}.tif")
+    ref = get_segmenter("unet").segment(image, {"model": "unet2d_demo", "prob_threshold": 0.7})
+    np.testing.assert_array_equal(ex.state["labels"], ref)
+    truth = tifffile.imread(runs["root"] / "labels" / f"{NAMES[0]}.tif")
+    assert ex.state["f1"] == pytest.approx(_f1_at_half(truth, ref), abs=1e-9)
+    # the classical entry starts at its sweep's first value
+    assert explorers["classical"].state["params"]["h"] == CLASSICAL["sweep"]["h"][0]
+    with pytest.raises(ConfigError, match="not a pipeline"):
+        qs.threshold_explorers(runs["explore_dir"], [CLASSICAL], pipeline="nope")
+    with pytest.raises(ConfigError, match="no image"):
+        ex.update(image="nope")
+
+
+def test_object_filter_spans_the_run_and_its_ranges_are_exported(runs, tmp_path):
+    from opsef_core.widgets import object_filter
+
+    table, labels, images = qs.run_view(runs["final_dir"])
+    assert sorted(labels) == sorted(images) == NAMES
+    measurements = pd.read_csv(runs["final_dir"] / "measurements.csv")
+    assert len(table) == len(measurements)
+    start = {"area": (20.0, 120.0), "circularity": (0.0, 2.0)}
+    ex = object_filter(table, labels, images, "area", "circularity", ranges=start)
+    inside = measurements["area"].between(20, 120)
+    assert ex.state["n_kept"] == int(inside.sum()) and ex.state["n_objects"] == len(measurements)
+    # slider limits respect the given ranges (circularity 0..2 lies beyond the data)
+    _, circ = [c for c in ex.widget.children if hasattr(c, "min") and hasattr(c, "value")][-2:]
+    assert circ.min <= 0.0 and circ.max >= 2.0 and tuple(circ.value) == (0.0, 2.0)
+    objects, _ = qs.filter_and_export(runs["final_dir"], ex.state["ranges"], tmp_path / "a")
+    assert objects["kept"].sum() == ex.state["n_kept"]
+    # moving the area range changes what is exported, image by image
+    ex.update(area=(60.0, 120.0))
+    assert ex.state["n_kept"] == int(measurements["area"].between(60, 120).sum()) < int(inside.sum())
+    objects2, zips2 = qs.filter_and_export(runs["final_dir"], ex.state["ranges"], tmp_path / "b")
+    assert objects2["kept"].sum() == ex.state["n_kept"] < objects["kept"].sum()
+    for z in zips2:
+        assert len(roifile.roiread(z)) == ex.state["kept_by_image"][z.stem]
+    # the overlay follows the image selector: another image's filtered labels
+    out = ex.update(image=NAMES[2])
+    kept_here = objects2[(objects2["image"] == NAMES[2]) & objects2["kept"]]["label"]
+    assert set(np.unique(out[out > 0])) == set(kept_here)

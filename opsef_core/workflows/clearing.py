@@ -17,6 +17,9 @@ The science is in :mod:`opsef_core.science.clearing`
   against its truth (:func:`opsef_core.science.clearing.per_depth_segmentation`);
 * :func:`segmentation_along_depth` — both: one engine run per condition, then the per-slice
   scores (models whose files are missing are skipped, :func:`usable_models`);
+* :func:`run_stack_labels` / :func:`depth_explorers` — a run's label stacks of one image, and
+  a depth slider per stack showing SNR/CNR and the segmentation at that depth
+  (:func:`opsef_core.widgets.depth_explorer`; nothing is segmented again);
 * :func:`train_condition_unets` / :func:`transfer_matrix` — tiny 2D U-Nets trained
   on the slices of each condition (outside the engine: training is not segmentation) and
   applied to every condition by engine runs whose segmenters are the trained model folders;
@@ -46,6 +49,7 @@ __all__ = [
     "RUN_OUTPUTS",
     "band_comparison",
     "clearing_profiles",
+    "depth_explorers",
     "depth_scores",
     "execute_config",
     "load_conditions",
@@ -54,6 +58,7 @@ __all__ = [
     "plot_profiles",
     "plot_segmentation_depth",
     "plot_transfer",
+    "run_stack_labels",
     "segmentation_along_depth",
     "segmentation_config",
     "slice_pairs",
@@ -533,6 +538,73 @@ def segmentation_along_depth(data: dict, models: dict, profiles: pd.DataFrame | 
         out_df = out_df.merge(depth, on=["condition", "image", "z"], how="left")
     out_df.attrs.update(skipped=skipped, failed=failed, runs=runs)
     return (out_df, labels_out) if keep_labels else out_df
+
+
+def run_stack_labels(run_dir, file: str) -> dict[str, np.ndarray]:
+    """``{segmenter: ZYX labels}`` of one stack of a run, read from its ``labels/``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A finished run folder.
+    file : str
+        The stack's file name (``summary.csv``'s ``file``) or item id (``image``).
+
+    Returns
+    -------
+    dict
+        Finished segmenters only, in run order.
+
+    Raises
+    ------
+    RunFolderError
+        The run has no finished segmentation of that stack.
+    """
+    from ..errors import RunFolderError
+    from ..io import read_labels
+
+    run_dir = Path(run_dir)
+    summary = _run_stacks(run_dir)
+    rows = summary[((summary["file"].astype(str) == str(file)) | (summary["image"].astype(str) == str(file)))
+                   & (summary["status"] == "done")]
+    if rows.empty:
+        raise RunFolderError(f"no finished segmentation of {file!r} in the run", run_dir)
+    return {str(r.segmenter): np.asarray(read_labels(run_dir / r.labels)) for r in rows.itertuples(index=False)}
+
+
+def depth_explorers(data: dict, seg: pd.DataFrame, profiles: pd.DataFrame, interactive: bool = True) -> dict:
+    """One depth explorer per segmented stack: SNR/CNR and the segmentation at a chosen depth.
+
+    Parameters
+    ----------
+    data : dict
+        From :func:`load_conditions` (the stacks segmented).
+    seg : DataFrame
+        From :func:`segmentation_along_depth` (its ``attrs["runs"]`` name the run folders; its
+        rows give pixel F1 and AJI per slice).
+    profiles : DataFrame
+        From :func:`clearing_profiles`.
+    interactive : bool
+        Build the widgets.
+
+    Returns
+    -------
+    dict
+        ``{"<condition>/<image>": Explorer}`` (:func:`opsef_core.widgets.depth_explorer`).
+    """
+    from ..widgets import depth_explorer
+
+    out = {}
+    for cond, run_dir in seg.attrs.get("runs", {}).items():
+        for e in data.get(cond, []):
+            if e["labels"] is None:
+                continue
+            labels = run_stack_labels(run_dir, Path(e["path"]).name)
+            prof = profiles[(profiles["condition"] == cond) & (profiles["image"] == e["name"])]
+            scores = seg[(seg["condition"] == cond) & (seg["image"] == e["name"])]
+            out[f"{cond}/{e['name']}"] = depth_explorer(e["image"], labels, prof, truth=e["labels"],
+                                                        scores=scores, interactive=interactive)
+    return out
 
 
 # ----------------------------------------------------------------------------- transfer

@@ -38,6 +38,7 @@ import pandas as pd
 
 from ..errors import ConfigError, EmptyFolderError, InputFileError, RunFolderError
 from ..viz import new_figure
+from ..widgets import PHASE_COLOURS
 
 __all__ = [
     "CHANNELS",
@@ -560,7 +561,7 @@ def truth_phase_table(truth_labels, phases: pd.DataFrame) -> pd.DataFrame:
     return df.merge(phases[["label", "phase"]], on="label", how="left")
 
 
-_PHASE_COLOURS = {"G1": "tab:red", "S/G2/M": "tab:green", "G1/S": "gold", "unlabeled": "0.5"}
+_PHASE_COLOURS = PHASE_COLOURS  # one palette for the figures and the phase explorer
 
 
 def phase_scatter(df: pd.DataFrame, title: str = ""):

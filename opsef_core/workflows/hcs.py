@@ -23,7 +23,10 @@ with instance truth per target in ``DATA/labels/<target>/`` (same file names).
 * :func:`style_table` — a pandas Styler with the best combination highlighted;
 * :func:`plot_heatmap` — the same table as an annotated heat map (best cell outlined);
 * :func:`subset_view`, :func:`plot_examples` — the run's fused labels of one channel subset
-  next to the truth.
+  next to the truth;
+* :func:`subset_explorer` — pick channel subsets and methods live: single-channel masks next
+  to the fused one, decoded from one Cellpose pass per channel
+  (:func:`opsef_core.widgets.fusion_explorer`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ __all__ = [
     "plot_heatmap",
     "subset_label",
     "subset_view",
+    "subset_explorer",
     "plot_examples",
 ]
 
@@ -476,6 +480,58 @@ def subset_view(run_dir: str | Path, channels: str | Sequence, image: str | None
     truth = io.read_labels(item.ground_truth) if item.ground_truth else None
     return {"name": image, "image": load_input(config, item.path), "truth": truth, "channels": name,
             "labels": labels}
+
+
+def subset_explorer(run_dir: str | Path, channels: str | Sequence, method: str | None = None,
+                    image: str | None = None, interactive: bool = True):
+    """A channel-subset explorer on one image of a fusion run (single-channel vs fused masks).
+
+    :func:`opsef_core.widgets.fusion_explorer` with the run's own fusion parameters (its
+    Cellpose model, diameter, thresholds and ``network_channels``): one Cellpose pass per
+    channel, then every subset and method the user picks is only decoded
+    (:func:`opsef_core.fusion.fuse`).  The explorer's first result is checked against the
+    run's label image of the same subset and method.
+
+    Parameters
+    ----------
+    run_dir : path
+        A fusion run folder.
+    channels : str or list
+        The subset shown first (``"nuclei_cyto+mito"`` as in the tables, or a list).
+    method : str, optional
+        The method shown first (default: the first the run has for the subset).
+    image : str, optional
+        Image id (default: the run's first image).
+    interactive : bool
+        Build the widget.
+
+    Returns
+    -------
+    Explorer
+        ``state["matches_run"]``: whether the explorer's decoding equals the run's labels.
+
+    Raises
+    ------
+    RunFolderError
+        Unknown image or subset (see :func:`subset_view`).
+    """
+    from ..widgets import fusion_explorer
+
+    view = subset_view(run_dir, channels, image=image)
+    method = method or next(iter(view["labels"]))
+    if method not in view["labels"]:
+        raise RunFolderError(f"the run has no {method!r} fusion of {view['channels']}; methods: "
+                             f"{list(view['labels'])}", run_dir)
+    combos = _fusion_combinations(Path(run_dir))
+    params = next(p for p in combos.values()
+                  if subset_label(p["channels"]) == view["channels"] and p["method"] == method)
+    ex = fusion_explorer(view["image"], params, channels=view["channels"].split("+"), method=method,
+                         truth=view["truth"], interactive=interactive)
+    ex.state["matches_run"] = bool(np.array_equal(ex.state["labels"], view["labels"][method]))
+    if not ex.state["matches_run"]:
+        log.warning("%s: the explorer's %s fusion of %s differs from the run's labels", view["name"], method,
+                    view["channels"])
+    return ex
 
 
 def plot_examples(view: dict, target: str):

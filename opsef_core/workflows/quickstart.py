@@ -15,8 +15,15 @@ then run the chosen combination on the whole folder and study the objects.
   given combination id, checked against the run;
 * :func:`final_config` — the chosen (pipeline, segmenter setting) alone, on every image;
 * :func:`final_metrics` — per-image objects and metrics of the final run;
-* :func:`filter_and_export` — filter objects by measured ranges and write one
-  ImageJ/Fiji ROI zip per image (:func:`opsef_core.export.write_roi_zip`);
+* :func:`run_items` — every image of a run as the engine reads it, with its truth;
+  :func:`threshold_explorers` — one decoding-threshold explorer per model of the grid
+  (StarDist prob/nms, Cellpose cellprob/flow, U-Net probability, classical h), on any
+  image of the run (one cached network pass per image);
+* :func:`run_view` — the objects, labels and images of every image of a final run (what
+  the object filter spans);
+* :func:`filter_and_export` — filter objects by measured ranges (e.g. the object
+  filter's current ``state["ranges"]``) and write one ImageJ/Fiji ROI zip per image
+  (:func:`opsef_core.export.write_roi_zip`);
 * :func:`embed_objects`, :func:`plot_embedding` — PCA and t-SNE of the kept
   objects' shape/intensity features, coloured by k-means cluster.
 
@@ -30,6 +37,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,6 +57,9 @@ __all__ = [
     "final_config",
     "final_metrics",
     "item_view",
+    "run_items",
+    "run_view",
+    "threshold_explorers",
     "filter_and_export",
     "embed_objects",
     "plot_embedding",
@@ -376,6 +387,137 @@ def item_view(run_dir: str | Path, image: str | None = None):
     img = load_input(config, paths[image])
     labels = io.read_labels(_labels_path(run_dir, summary, image))
     return table[table["image"].astype(str) == image].reset_index(drop=True), labels, img
+
+
+def run_items(run_dir: str | Path) -> list[dict]:
+    """Every item of a run as the engine reads it, with its ground truth.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder (``run.json``).
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "image" (Image, in memory), "truth" (labels or None)}`` in the run's order.
+
+    Raises
+    ------
+    RunFolderError
+        No ``run.json`` in the folder.
+    """
+    from .. import io
+    from ..config import load_config
+    from ..run import load_input, plan_items
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file():
+        raise RunFolderError("no run.json in the run folder", run_dir)
+    config = load_config(run_dir / "run.json")
+    out = []
+    for item in plan_items(config.resolved()):
+        img = load_input(config, item)
+        img = replace(img, data=np.asarray(img.data), name=item.id)
+        truth = io.read_labels(item.ground_truth) if item.ground_truth else None
+        out.append({"id": item.id, "image": img, "truth": truth})
+    return out
+
+
+def threshold_explorers(run_dir: str | Path, models: Sequence[dict], *, pipeline: str | None = None,
+                        sliders: dict | None = None, backends: Sequence[str] | None = None,
+                        interactive: bool = True) -> dict:
+    """One decoding-threshold explorer per model entry, on every image of a run.
+
+    Each is a :func:`opsef_core.widgets.parameter_explorer` over the run's images (an image
+    selector) with the backend's decoding sliders (:data:`opsef_core.widgets.DECODING_SLIDERS`:
+    StarDist ``prob_thresh``/``nms_thresh``, Cellpose ``cellprob_threshold``/``flow_threshold``,
+    U-Net ``prob_threshold``, classical ``h``/``min_size``).  The network runs once per image,
+    when the image is first selected; moving a slider only decodes.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run folder (e.g. the exploration run): its images and ground truth.
+    models : list of dict
+        Segmenter entries (``name``, ``backend``, ``params``, ``sweep``); a swept parameter
+        starts at its first value.
+    pipeline : str, optional
+        Name of one of the run's pipelines applied before the network (default: the first).
+    sliders : dict, optional
+        ``{backend: {parameter: (min, max, step)}}`` replacing the defaults.
+    backends : list of str, optional
+        Only entries of these backends (default: every backend with sliders).
+    interactive : bool
+        Build the widgets.
+
+    Returns
+    -------
+    dict
+        ``{entry name: Explorer}`` (empty when no entry has a backend with sliders).
+
+    Raises
+    ------
+    ConfigError
+        An unknown pipeline name, or a malformed model entry.
+    """
+    from ..config import load_config
+    from ..preprocess import Pipeline
+    from ..widgets import DECODING_SLIDERS, parameter_explorer
+
+    run_dir = Path(run_dir)
+    items = run_items(run_dir)
+    config = load_config(run_dir / "run.json")
+    specs = [p.model_dump(mode="json") for p in config.pipelines]
+    names = [s["name"] for s in specs]
+    if pipeline is None:
+        spec = specs[0] if specs else {"name": "raw", "steps": []}
+    elif pipeline in names:
+        spec = specs[names.index(pipeline)]
+    else:
+        raise ConfigError(f"pipeline {pipeline!r} is not a pipeline of the run; pipelines are {names}")
+    pipe = Pipeline.from_dict(spec)
+    table = {**DECODING_SLIDERS, **(sliders or {})}
+    images = {it["id"]: it["image"] for it in items}
+    truths = {it["id"]: it["truth"] for it in items if it["truth"] is not None}
+    out = {}
+    for i, raw in enumerate(models):
+        entry = _check_entry(raw, i)
+        if entry["backend"] not in table or (backends is not None and entry["backend"] not in backends):
+            continue
+        params = {**entry["params"], **{k: v[0] for k, v in entry["sweep"].items() if isinstance(v, list) and v}}
+        out[entry["name"]] = parameter_explorer(images, entry["backend"], params, sliders=table[entry["backend"]],
+                                                truth=truths or None, preprocess=pipe.apply if len(pipe) else None,
+                                                interactive=interactive)
+        log.info("%s: threshold explorer on %d image(s), pipeline %s", entry["name"], len(images), spec["name"])
+    return out
+
+
+def run_view(run_dir: str | Path):
+    """Every image of a final run with its labels and measurements (what the object filter spans).
+
+    Parameters
+    ----------
+    run_dir : path
+        The final run folder (``measurements.csv``, ``summary.csv``, label images).
+
+    Returns
+    -------
+    (pandas.DataFrame, dict, dict)
+        ``measurements.csv`` (rows of the finished images), ``{image: labels}`` (the filtered
+        labels when the run wrote them, as :func:`filter_and_export` reads them) and
+        ``{image: Image}``.
+    """
+    from .. import io
+
+    run_dir = Path(run_dir)
+    summary = _read_csv(run_dir, "summary.csv")
+    table = _read_csv(run_dir, "measurements.csv")
+    done = list(dict.fromkeys(summary.loc[summary["status"] == "done", "image"].astype(str)))
+    images = {it["id"]: it["image"] for it in run_items(run_dir) if it["id"] in done}
+    labels = {image: io.read_labels(_labels_path(run_dir, summary, image)) for image in done}
+    table = table[table["image"].astype(str).isin(done)].reset_index(drop=True)
+    return table, labels, images
 
 
 def filter_and_export(run_dir: str | Path, ranges: dict, roi_dir: str | Path) -> tuple[pd.DataFrame, list[Path]]:
