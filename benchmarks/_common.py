@@ -55,17 +55,13 @@ def emit(result: dict) -> None:
     print(json.dumps(result), flush=True)
 
 
-def f1_at_05(a, b) -> dict:
-    """Object-level F1 at IoU 0.5 between two label images (tp counted from sparse overlaps).
-
-    Matches at IoU > 0.5 are necessarily one-to-one, so no assignment problem
-    needs solving: tp = number of (a, b) object pairs with IoU > 0.5.
-    Works row block by row block on zarr/numpy inputs to bound memory.
-    """
+def overlaps(a, b, rows: int = 1024) -> tuple[dict, dict, dict]:
+    """Object areas of two label images and their pairwise intersections, row block by row block
+    (zarr/numpy inputs, bounded memory): ``(area_a, area_b, {a << 32 | b: pixels})``."""
     a_area, b_area, inter = {}, {}, {}
-    for start in range(0, a.shape[0], 1024):
-        x = np.asarray(a[start:start + 1024]).astype(np.int64).ravel()
-        y = np.asarray(b[start:start + 1024]).astype(np.int64).ravel()
+    for start in range(0, a.shape[0], rows):
+        x = np.asarray(a[start:start + rows]).astype(np.int64).ravel()
+        y = np.asarray(b[start:start + rows]).astype(np.int64).ravel()
         for lab, cnt in zip(*np.unique(x, return_counts=True)):
             a_area[lab] = a_area.get(lab, 0) + int(cnt)
         for lab, cnt in zip(*np.unique(y, return_counts=True)):
@@ -74,6 +70,17 @@ def f1_at_05(a, b) -> dict:
         keys, cnts = np.unique(x[fg] * (1 << 32) + y[fg], return_counts=True)
         for k, c in zip(keys.tolist(), cnts.tolist()):
             inter[k] = inter.get(k, 0) + c
+    return a_area, b_area, inter
+
+
+def f1_at_05(a, b) -> dict:
+    """Object-level F1 at IoU 0.5 between two label images (tp counted from sparse overlaps).
+
+    Matches at IoU > 0.5 are necessarily one-to-one, so no assignment problem
+    needs solving: tp = number of (a, b) object pairs with IoU > 0.5.
+    Works row block by row block on zarr/numpy inputs to bound memory.
+    """
+    a_area, b_area, inter = overlaps(a, b)
     tp = 0
     for k, c in inter.items():
         la, lb = k >> 32, k & 0xFFFFFFFF

@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, f1_at_05, machine, make_nuclei_tiff, run_child
+from _common import emit, f1_at_05, machine, make_nuclei_tiff, overlaps, run_child
 
 
 def _normalised(image: str):
@@ -195,20 +195,7 @@ ROLES = {"sd_whole": role_sd_whole, "sd_big": role_sd_big, "sd_opsef": role_sd_o
 def split_merge(ref, res, fraction: float = 0.1) -> dict:
     """Reference objects split into >= 2 result objects and result objects merging >= 2 reference
     objects (each part covering at least ``fraction`` of the object), block by block."""
-    import numpy as np
-
-    area_a, area_b, inter = {}, {}, {}
-    for y in range(0, ref.shape[0], 1024):
-        x = np.asarray(ref[y:y + 1024]).astype(np.int64).ravel()
-        z = np.asarray(res[y:y + 1024]).astype(np.int64).ravel()
-        for lab, c in zip(*np.unique(x, return_counts=True)):
-            area_a[lab] = area_a.get(lab, 0) + int(c)
-        for lab, c in zip(*np.unique(z, return_counts=True)):
-            area_b[lab] = area_b.get(lab, 0) + int(c)
-        fg = (x > 0) & (z > 0)
-        keys, cnts = np.unique(x[fg] * (1 << 32) + z[fg], return_counts=True)
-        for k, c in zip(keys.tolist(), cnts.tolist()):
-            inter[k] = inter.get(k, 0) + c
+    area_a, area_b, inter = overlaps(ref, res)
     parts_a, parts_b = {}, {}
     for k, c in inter.items():
         la, lb = k >> 32, k & 0xFFFFFFFF
