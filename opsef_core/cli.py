@@ -353,6 +353,7 @@ register_subcommand("demo", "run the quickstart config on the bundled demo data;
                     _args_demo, cmd_demo,
                     "Runs configs/demo.json (or $OPSEF_DEMO_CONFIG) and prints the run folder last.")
 from .train import cli as _train_cli  # noqa: E402,F401 - registers ``opsef train``
+from .zoo import cli as _zoo_cli  # noqa: E402,F401 - registers ``opsef models``
 
 
 # ---------------------------------------------------------------------- main

@@ -33,6 +33,7 @@ __all__ = [
     "register_fetcher",
     "project_models_dir",
     "file_checksum",
+    "CARD_NAME",
 ]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ _SEARCH: dict[str, list[Callable[[str], list[Path]]]] = {}
 _FETCH: dict[str, Callable[[str], Path | None]] = {}
 _HINTS: dict[str, str] = {}
 _CHECKSUMS: dict[tuple, str] = {}
+
+#: the model card file beside a model's weights (see :mod:`opsef_core.zoo.cards`)
+CARD_NAME = "card.json"
 
 
 @dataclass(frozen=True)
@@ -111,13 +115,17 @@ def register_fetcher(backend: str, fetcher: Callable[[str], Path | None]) -> Non
 def file_checksum(path: str | Path) -> str:
     """SHA-256 of a file, or of a folder's files (relative names and contents, sorted).
 
+    A folder's ``card.json`` (the model card, :mod:`opsef_core.zoo`) is description, not
+    model: it is left out, so writing or refreshing a card keeps the checksum runs recorded.
+
     Results are cached per (path, each file's mtime and size), so repeated runs do not re-hash.
     """
     import hashlib
 
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and p.relative_to(path).as_posix() != CARD_NAME)
     else:
         files = [path]
     # key on every file's (name, mtime, size): a folder's own mtime does not change when a

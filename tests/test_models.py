@@ -104,3 +104,13 @@ def test_checksum_sees_changes_inside_folder_without_folder_mtime_change(tmp_pat
     w.write_bytes(b"y" * 1000)  # rewriting an existing file leaves the folder's mtime unchanged
     assert folder.stat().st_mtime_ns == before
     assert models.file_checksum(folder) != c1
+
+
+def test_card_is_not_part_of_a_folder_checksum(tmp_path):
+    """A model card (card.json) describes the model; writing it keeps the checksum runs recorded."""
+    folder = _model_folder(tmp_path, "m")
+    before = models.file_checksum(folder)
+    (folder / models.CARD_NAME).write_text('{"card_version": 1}')
+    assert models.file_checksum(folder) == before
+    (folder / "notes.json").write_text("{}")  # any other file still counts
+    assert models.file_checksum(folder) != before

@@ -47,8 +47,25 @@ def test_help_lists_backends(capsys):
     out = capsys.readouterr().out
     for backend in ("stardist", "cellpose", "unet"):
         assert backend in out
-    for opt in ("--images", "--labels", "--out", "--epochs", "--val-fraction", "--augment", "--pretrained"):
+    for opt in ("--images", "--labels", "--out", "--epochs", "--val-fraction", "--augment", "--pretrained",
+                "--init", "--learning-rate", "--patch-size", "--steps-per-epoch", "--batch-size", "--patience",
+                "--seed"):
         assert opt in out
+
+
+def test_one_vocabulary_maps_to_every_trainer():
+    """Each shared CLI option is a keyword of all three trainers (cellpose refuses ``patience`` itself)."""
+    import inspect
+
+    from opsef_core.train.cellpose import train_cellpose
+    from opsef_core.train.data import OPTION_NAMES
+    from opsef_core.train.stardist import train_stardist
+    from opsef_core.train.unet import train_unet
+
+    for trainer in (train_stardist, train_cellpose, train_unet):
+        params = inspect.signature(trainer).parameters
+        missing = [name for name in OPTION_NAMES if name not in params]
+        assert not missing, (trainer.__name__, missing)
 
 
 def test_top_level_help_lists_train(capsys):

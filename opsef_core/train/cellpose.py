@@ -25,7 +25,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError, SegmentationError
-from .data import Augmentation, TrainingPairs, augment, split_indices, training_provenance
+from .data import (Augmentation, TrainingPairs, augment, resolve_init, split_indices, take_deprecated,
+                   training_provenance)
 
 __all__ = ["train_cellpose", "train_demo_cellpose", "to_cellpose_input", "WEIGHTS_NAME"]
 
@@ -119,12 +120,14 @@ def _check_loads(weights: Path, reference_sd: dict, device) -> None:
 def train_cellpose(
     pairs: TrainingPairs,
     out_dir: str | Path,
-    pretrained: Optional[str] = None,
-    n_epochs: int = 100,
+    init: Optional[str] = None,
+    epochs: Optional[int] = None,
     learning_rate: float = 0.005,
     weight_decay: float = 1e-5,
     batch_size: int = 8,
-    bsize: int = 128,
+    patch_size: Optional[int] = None,
+    steps_per_epoch: Optional[int] = None,
+    patience: Optional[int] = None,
     val_fraction: float = 0.2,
     seed: int = 0,
     augmentation: Optional[Augmentation] = None,
@@ -137,6 +140,7 @@ def train_cellpose(
     half: bool = True,
     device: str = "auto",
     overwrite: bool = False,
+    **deprecated,
 ) -> Path:
     """Train a Cellpose CPnet (from no weights or fine-tuning) with ``cellpose.train.train_seg``.
 
@@ -146,14 +150,22 @@ def train_cellpose(
         2D images (``YX`` or ``CYX``) and label images.
     out_dir : path
         Model folder to create (``weights.pth`` + ``training.json``).
-    pretrained : str, optional
+    init : str, optional
         None trains from random weights; a model name (``"nuclei"``, ``"cellpose_demo"``) or
-        path fine-tunes it (resolved with :func:`opsef_core.models.resolve_model`).
-    n_epochs, learning_rate, weight_decay, batch_size
-        Passed to ``train_seg`` (AdamW; the learning rate warms up over 10 epochs, so
-        from no weights use at least ~50 epochs).
-    bsize : int
-        Training patch size (pixels).
+        path fine-tunes it (resolved with :func:`opsef_core.train.data.resolve_init`; recorded
+        in ``training.json`` as ``init``: name, path, sha256).
+    epochs, learning_rate, weight_decay, batch_size
+        Passed to ``train_seg`` (``n_epochs``, default 100; AdamW; the learning rate warms up
+        linearly over the first 10 epochs, so from no weights use at least ~50 epochs, and a
+        short fine-tune needs a larger ``learning_rate``).
+    patch_size : int, optional
+        Training patch edge in pixels (cellpose's ``bsize``, default 128).
+    steps_per_epoch : int, optional
+        Optimisation steps per epoch: ``nimg_per_epoch = steps_per_epoch * batch_size``
+        images are drawn per epoch (give one of the two).
+    patience : int, optional
+        Not supported: ``cellpose.train.train_seg`` has no early stopping (a value is
+        refused with :class:`ConfigError` rather than ignored).
     val_fraction : float
         Fraction of pairs held out for the validation loss (seeded split).
     seed : int
@@ -183,6 +195,9 @@ def train_cellpose(
         ``auto``, ``cpu`` or ``cuda``.
     overwrite : bool
         Replace an existing model folder.
+    **deprecated
+        Old names, accepted with a ``DeprecationWarning``: ``pretrained`` (``init``),
+        ``n_epochs`` (``epochs``), ``bsize`` (``patch_size``).
 
     Returns
     -------
@@ -194,11 +209,25 @@ def train_cellpose(
     ConfigError
         Bad parameters, or ``out_dir`` exists and ``overwrite`` is false.
     """
+    opts = take_deprecated("train_cellpose", deprecated,
+                           {"pretrained": "init", "n_epochs": "epochs", "bsize": "patch_size"},
+                           {"init": init, "epochs": epochs, "patch_size": patch_size})
+    init = opts["init"]
+    n_epochs = 100 if opts["epochs"] is None else int(opts["epochs"])
+    bsize = 128 if opts["patch_size"] is None else int(opts["patch_size"])
+    if patience is not None:
+        raise ConfigError("cellpose training has no early stopping (cellpose.train.train_seg): leave "
+                          "patience/--patience unset and choose epochs")
+    if steps_per_epoch is not None:
+        if nimg_per_epoch is not None:
+            raise ConfigError("give steps_per_epoch or nimg_per_epoch, not both")
+        if steps_per_epoch < 1:
+            raise ConfigError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+        nimg_per_epoch = int(steps_per_epoch) * int(batch_size)
     import torch
     from cellpose import train as cp_train
     from cellpose.models import CellposeModel
 
-    from ..models import resolve_model
     from ..segment.cellpose_backend import cellpose_weights_file
     from ..segment.device import resolve_device
 
@@ -208,7 +237,7 @@ def train_cellpose(
     if len(pairs) == 0:
         raise ConfigError("no training pairs")
     if n_epochs < 1 or batch_size < 1 or bsize < 32:
-        raise ConfigError(f"need n_epochs >= 1, batch_size >= 1, bsize >= 32 "
+        raise ConfigError(f"need epochs >= 1, batch_size >= 1, patch_size >= 32 "
                           f"(got {n_epochs}, {batch_size}, {bsize})")
     for img, lab in zip(pairs.images, pairs.labels):
         if np.asarray(lab).ndim != 2:
@@ -230,17 +259,19 @@ def train_cellpose(
     if set(val_idx) == set(train_idx):
         val_x, val_y = None, None
 
-    pretrained_path = None
-    if pretrained is not None:
-        pretrained_path = cellpose_weights_file(resolve_model("cellpose", pretrained).path)
+    pretrained_path, init_record = None, None
+    if init is not None:
+        init_path, init_record = resolve_init("cellpose", init)
+        pretrained_path = cellpose_weights_file(init_path)
     if diam_mean is None:
         diam_mean = round(_median_diameter(train_y), 1)
     normalize = {"normalize": True, "percentile": (1.0, 99.0), "lowhigh": None, "norm3D": True,
                  "sharpen_radius": 0, "smooth_radius": 0, "tile_norm_blocksize": 0,
                  "tile_norm_smooth3D": 1, "invert": False}
-    params = dict(pretrained=pretrained, pretrained_path=str(pretrained_path) if pretrained_path else None,
-                  n_epochs=n_epochs, learning_rate=learning_rate, weight_decay=weight_decay,
-                  batch_size=batch_size, bsize=bsize, val_fraction=val_fraction, seed=seed,
+    params = dict(init=init, init_weights=str(pretrained_path) if pretrained_path else None,
+                  epochs=n_epochs, learning_rate=learning_rate, weight_decay=weight_decay,
+                  batch_size=batch_size, patch_size=bsize, steps_per_epoch=steps_per_epoch,
+                  patience=None, val_fraction=val_fraction, seed=seed,
                   augmentation=augmentation.model_dump() if augmentation else None,
                   augment_copies=augment_copies if augmentation else 0,
                   channels=list(channels) if channels is not None else None,
@@ -286,6 +317,7 @@ def train_cellpose(
         "weights_sha256": file_checksum(weights),
         "weights_dtype": "float16" if half else "float32",
         "params": params,
+        "init": init_record,
         "seed": seed,
         "diam_mean": float(model.net.diam_mean.item()),
         "diam_labels": float(model.net.diam_labels.item()),
@@ -324,8 +356,8 @@ def train_demo_cellpose(repo_root: str | Path, n_epochs: int = 60, seed: int = 0
 
     root = Path(repo_root)
     pairs = load_pairs(root / "demo_data" / "nuclei2d" / "images", root / "demo_data" / "nuclei2d" / "labels")
-    return train_cellpose(pairs, root / "models" / "cellpose_demo", n_epochs=n_epochs, seed=seed,
-                          batch_size=8, bsize=128, nimg_per_epoch=8, val_fraction=0.25,
+    return train_cellpose(pairs, root / "models" / "cellpose_demo", epochs=n_epochs, seed=seed,
+                          batch_size=8, patch_size=128, nimg_per_epoch=8, val_fraction=0.25,
                           overwrite=True, device="cpu")
 
 

@@ -13,9 +13,94 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import ConfigError, EmptyFolderError, InputFileError
 from ..io.naming import file_stem
 
-__all__ = ["TrainingPairs", "load_pairs", "split_indices", "Augmentation", "augment"]
+__all__ = ["TrainingPairs", "load_pairs", "split_indices", "Augmentation", "augment", "OPTION_NAMES",
+           "take_deprecated", "resolve_init"]
 
 logger = logging.getLogger(__name__)
+
+#: the one vocabulary of training options every trainer and ``opsef train`` use
+OPTION_NAMES = ("init", "epochs", "learning_rate", "patch_size", "steps_per_epoch", "batch_size",
+                "val_fraction", "patience", "seed")
+
+
+def take_deprecated(trainer: str, given: dict, renames: dict[str, str], values: dict) -> dict:
+    """Move deprecated keyword arguments of a trainer onto their new names.
+
+    Parameters
+    ----------
+    trainer : str
+        The trainer's name (for messages), e.g. ``"train_unet"``.
+    given : dict
+        The extra keyword arguments the trainer received (``**deprecated``).
+    renames : dict
+        ``{old name: new name}``.
+    values : dict
+        The values of the new names as passed (``None`` = not given); updated and returned.
+
+    Returns
+    -------
+    dict
+        ``values`` with every old name's value under its new name.
+
+    Raises
+    ------
+    ConfigError
+        An unknown keyword, or an old and a new name given together.
+
+    Warns
+    -----
+    DeprecationWarning
+        Once per old name used.
+    """
+    import warnings
+
+    unknown = [k for k in given if k not in renames]
+    if unknown:
+        raise ConfigError(f"{trainer}: unknown option(s) {unknown}; the options are "
+                          f"{', '.join(OPTION_NAMES)} and the trainer's own (see its docstring)")
+    for old, value in given.items():
+        new = renames[old]
+        warnings.warn(f"{trainer}({old}=...) is deprecated; use {new}=...", DeprecationWarning, stacklevel=3)
+        if values.get(new) is not None:
+            raise ConfigError(f"{trainer}: give {new!r} only ({old!r} is its deprecated name)")
+        values[new] = value
+    return values
+
+
+def resolve_init(backend: str, init: str | Path | None) -> tuple[Path | None, dict | None]:
+    """Find the model a fine-tuning starts from, as run configs find models.
+
+    Parameters
+    ----------
+    backend : {"stardist", "cellpose", "unet"}
+        The trainer's backend (selects the caches searched besides ``models/``).
+    init : str or path, optional
+        A model name (``"stardist2d_demo"``) or a path; None trains from random weights.
+
+    Returns
+    -------
+    (Path or None, dict or None)
+        The model's file or folder and the record ``training.json`` keeps:
+        ``{"name", "path", "sha256", "source"}``.
+
+    Raises
+    ------
+    ModelNotFoundError
+        The model is nowhere (the message lists the places looked at).
+    """
+    import importlib
+
+    from ..models import resolve_model
+
+    if init is None:
+        return None, None
+    try:  # registers the backend's cache folders with the resolver
+        importlib.import_module(f"..segment.{backend}_backend", __package__)
+    except ImportError:  # pragma: no cover - the backend's library is missing
+        pass
+    found = resolve_model(backend, init, download=False)
+    return found.path, {"name": str(init), "path": str(found.path), "sha256": found.checksum,
+                        "source": found.source}
 
 
 @dataclass

@@ -27,7 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, InputFileError
-from .data import Augmentation, TrainingPairs, augment, split_indices, training_provenance
+from .data import (Augmentation, TrainingPairs, augment, resolve_init, split_indices, take_deprecated,
+                   training_provenance)
 
 __all__ = ["train_stardist", "train_demo_stardist", "default_patch_size"]
 
@@ -80,10 +81,12 @@ def train_stardist(
     optimize_thresholds: bool = True,
     overwrite: bool = False,
     normalize: tuple[float, float] = (1.0, 99.8),
-    initial_weights: str | Path | None = None,
+    init: str | Path | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
     **config,
 ) -> Path:
-    """Train a StarDist model from scratch and write its folder.
+    """Train a StarDist model from scratch, or fine-tune one (``init``), and write its folder.
 
     Parameters
     ----------
@@ -99,8 +102,9 @@ def train_stardist(
         Output grid; default ``(2, 2)`` in 2D and ``(1, 2, 2)`` in 3D.
     epochs, steps_per_epoch : int
         Training length.
-    patch_size : tuple, optional
-        Training patch; default from :func:`default_patch_size`.
+    patch_size : int or tuple, optional
+        Training patch (one edge for every axis or one per axis, each a multiple of
+        ``grid * 2**unet_n_depth``); default from :func:`default_patch_size`.
     val_fraction : float
         Fraction of pairs held out (split with ``numpy.random.default_rng(seed)``).
     seed : int
@@ -118,12 +122,20 @@ def train_stardist(
         Replace an existing ``out_dir``.
     normalize : (float, float)
         Percentiles for per-image normalisation (the backend's default is the same).
-    initial_weights : path, optional
-        Weights file (``.h5``) of a model with the same config to start from
-        (fine-tuning / continuing an interrupted run); recorded in ``training.json``.
+    init : str or path, optional
+        Model to fine-tune: a name (``models/``, the Keras cache) or a StarDist model
+        folder, whose config (rays, grid, architecture) and ``weights_best.h5`` are the
+        starting point (``n_rays``, ``grid`` and architecture fields are then ignored); or a
+        weights file (``.h5``) of a model with the config given here (continuing an
+        interrupted run).  Recorded in ``training.json`` (``init``: name, path, sha256).
+    learning_rate : float, optional
+        Adam learning rate (``train_learning_rate``; StarDist's default 3e-4).
+    batch_size : int, optional
+        Patches per step (``train_batch_size``; StarDist's default 4).
     **config
         Further ``Config2D``/``Config3D`` fields (``unet_n_depth``,
-        ``unet_n_filter_base``, ``train_learning_rate``, ...).
+        ``unet_n_filter_base``, ``train_reduce_lr``, ...).  ``initial_weights`` is the
+        deprecated name of ``init`` (a ``DeprecationWarning``).
 
     Returns
     -------
@@ -137,6 +149,35 @@ def train_stardist(
     InputFileError
         Images that are not single-channel ``dims``-D or labels of another shape.
     """
+    if "initial_weights" in config:
+        init = take_deprecated("train_stardist", {"initial_weights": config.pop("initial_weights")},
+                               {"initial_weights": "init"}, {"init": init})["init"]
+    if learning_rate is not None:
+        config["train_learning_rate"] = float(learning_rate)
+    if batch_size is not None:
+        config["train_batch_size"] = int(batch_size)
+    if epochs < 1 or steps_per_epoch < 1 or patience < 1:
+        raise ConfigError(f"need epochs >= 1, steps_per_epoch >= 1 and patience >= 1 "
+                          f"(got {epochs}, {steps_per_epoch}, {patience})")
+    init_path, init_record, init_config = None, None, None
+    if init is not None:
+        init_path, init_record = resolve_init("stardist", init)
+        if init_path.is_dir():
+            cfg_file = init_path / "config.json"
+            if not cfg_file.is_file() or not (init_path / "weights_best.h5").is_file():
+                raise ConfigError("a StarDist model folder to fine-tune needs config.json and weights_best.h5",
+                                  init_path)
+            init_config = json.loads(cfg_file.read_text())
+            if "n_rays" not in init_config or "grid" not in init_config:
+                raise ConfigError(f"init model {init!r} is not a StarDist model (its config.json has no "
+                                  "n_rays/grid)", init_path)
+            init_dims = int(init_config.get("n_dim", 2))
+            if init_dims != dims:
+                raise ConfigError(f"the init model is StarDist{init_dims}D but dims is {dims} "
+                                  f"(pass --dims {init_dims})", init_path)
+            grid = tuple(init_config["grid"])
+            n_rays = int(init_config["n_rays"])
+            config["unet_n_depth"] = int(init_config.get("unet_n_depth", 3))
     if dims not in (2, 3):
         raise ConfigError(f"dims must be 2 or 3, got {dims}")
     out_dir = Path(out_dir)
@@ -165,6 +206,10 @@ def train_stardist(
     config.setdefault("unet_n_depth", depth)
     if patch_size is None:
         patch_size = default_patch_size([x.shape for x in X], dims, grid, depth)
+    elif np.ndim(patch_size) == 0:
+        patch_size = (int(patch_size),) * dims
+    if len(patch_size) != dims:
+        raise ConfigError(f"patch_size {patch_size} does not have {dims} values")
     cfg_kwargs = dict(n_channel_in=1, grid=grid, train_patch_size=tuple(patch_size), train_epochs=epochs,
                       train_steps_per_epoch=steps_per_epoch, train_tensorboard=False, **config)
     if dims == 2:
@@ -203,11 +248,23 @@ def train_stardist(
     log = _io.StringIO()
     try:
         with contextlib.redirect_stdout(log):
-            model = cls(cfg, name=work.name, basedir=str(tmp))
-            if initial_weights is not None:
-                if not Path(initial_weights).is_file():
-                    raise ConfigError("initial weights file not found", initial_weights)
-                model.keras_model.load_weights(str(initial_weights))
+            if init_config is not None:
+                # the init model's folder, with this run's training fields, loaded as stardist loads models
+                work.mkdir()
+                fine = dict(init_config)
+                fine.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()
+                             if k.startswith("train_")})
+                fine.update(train_patch_size=list(patch_size), train_epochs=epochs,
+                            train_steps_per_epoch=steps_per_epoch, train_tensorboard=False)
+                (work / "config.json").write_text(json.dumps(fine))
+                shutil.copy2(init_path / "weights_best.h5", work / "weights_best.h5")
+                if (init_path / "thresholds.json").is_file():
+                    shutil.copy2(init_path / "thresholds.json", work / "thresholds.json")
+                model = cls(None, name=work.name, basedir=str(tmp))
+            else:
+                model = cls(cfg, name=work.name, basedir=str(tmp))
+                if init_path is not None:
+                    model.keras_model.load_weights(str(init_path))
             model.prepare_for_training()
             if early_stopping:
                 model.callbacks.append(tf.keras.callbacks.EarlyStopping(
@@ -234,10 +291,13 @@ def train_stardist(
             "params": {"n_rays": n_rays, "grid": list(grid), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
                        "patch_size": list(patch_size), "val_fraction": val_fraction, "early_stopping": early_stopping,
                        "patience": patience, "optimize_thresholds": optimize_thresholds,
+                       "init": None if init is None else str(init), "seed": seed,
+                       "learning_rate": float(model.config.train_learning_rate),
+                       "batch_size": int(model.config.train_batch_size),
                        "normalize": list(normalize), "augmentation": aug_opts.model_dump(mode="json"),
                        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()}},
             "seed": seed,
-            "initial_weights": None if initial_weights is None else str(initial_weights),
+            "init": init_record,
             "train": [pairs.names[i] for i in trn],
             "validation": [pairs.names[i] for i in val],
             "epochs_run": len(next(iter(history.values()), [])),

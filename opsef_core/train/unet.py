@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..io.atomic import atomic_write
-from .data import Augmentation, TrainingPairs, augment, split_indices, training_provenance
+from .data import (Augmentation, TrainingPairs, augment, resolve_init, split_indices, take_deprecated,
+                   training_provenance)
 
 __all__ = ["train_unet", "train_demo_unet", "train_demo_unet3d", "make_targets", "class_weights"]
 
@@ -112,16 +113,18 @@ def train_unet(
     val_fraction: float = 0.2,
     seed: int = 0,
     augmentation: Augmentation | None = None,
-    early_stopping_patience: int = 10,
-    lr: float = 3e-3,
+    patience: int | None = None,
+    learning_rate: float | None = None,
     depth: int = 3,
     filters: int = 16,
     normalize: tuple[float, float] = (1.0, 99.8),
     steps_per_epoch: int | None = None,
     device: str = "auto",
     max_time_s: float | None = None,
+    init: str | Path | None = None,
+    **deprecated,
 ) -> Path:
-    """Train a U-Net from scratch and write a model folder.
+    """Train a U-Net from scratch, or fine-tune one (``init``), and write a model folder.
 
     Parameters
     ----------
@@ -147,20 +150,30 @@ def train_unet(
         Seeds ``torch.manual_seed`` and ``numpy.random.default_rng``.
     augmentation : Augmentation, optional
         Augmentation options (defaults of :class:`Augmentation`).
-    early_stopping_patience : int
-        Stop after this many epochs without a lower validation loss.
-    lr : float
-        Adam learning rate (cosine-annealed to 5 % over ``epochs``).
+    patience : int, optional
+        Stop after this many epochs without a lower validation loss (default 10).
+    learning_rate : float, optional
+        Adam learning rate (cosine-annealed to 5 % over ``epochs``; default 3e-3).
     depth, filters : int
-        Architecture (see :func:`opsef_core.unet.model.build_unet`).
+        Architecture (see :func:`opsef_core.unet.model.build_unet`); with ``init`` the
+        init model's architecture is used.
     normalize : (float, float)
-        Percentiles mapped to 0 and 1 (stored in the config and used at inference).
+        Percentiles mapped to 0 and 1 (stored in the config and used at inference); with
+        ``init`` the init model's.
     steps_per_epoch : int, optional
         Default: enough patches to cover the training images once.
     device : {"auto", "cpu", "cuda"}
         Where to train.
     max_time_s : float, optional
         Stop after the epoch that exceeds this wall time (recorded in ``training.json``).
+    init : str or path, optional
+        Model to fine-tune (a name under ``models/`` or a model folder, resolved by
+        :func:`opsef_core.train.data.resolve_init`): its architecture, variant, dims and
+        normalisation are kept and its weights are the starting point.  Recorded in
+        ``training.json`` (``init``: name, path, sha256).
+    **deprecated
+        Old names, accepted with a ``DeprecationWarning``: ``lr`` (``learning_rate``),
+        ``early_stopping_patience`` (``patience``).
 
     Returns
     -------
@@ -180,6 +193,26 @@ def train_unet(
     from ..unet.model import build_unet, count_parameters
 
     t0 = time.perf_counter()
+    opts = take_deprecated("train_unet", deprecated, {"lr": "learning_rate",
+                                                      "early_stopping_patience": "patience"},
+                           {"learning_rate": learning_rate, "patience": patience})
+    learning_rate = 3e-3 if opts["learning_rate"] is None else float(opts["learning_rate"])
+    patience = 10 if opts["patience"] is None else int(opts["patience"])
+    if epochs < 1 or batch_size < 1 or patience < 1 or not learning_rate > 0:
+        raise ConfigError(f"need epochs >= 1, batch_size >= 1, patience >= 1 and learning_rate > 0 "
+                          f"(got {epochs}, {batch_size}, {patience}, {learning_rate})")
+    init_path, init_record, init_state = None, None, None
+    if init is not None:
+        from ..unet.io import load_unet
+
+        init_path, init_record = resolve_init("unet", init)
+        loaded = load_unet(init_path)
+        icfg = loaded.config
+        variant, dims = icfg["variant"], int(icfg["dims"])
+        depth, filters = int(icfg["depth"]), int(icfg["filters"])
+        normalize = tuple(icfg.get("normalize", normalize))
+        init_state = loaded.net.state_dict()
+        logger.info("fine-tuning %s (%s %dD, depth %d, %d filters)", init_path, variant, dims, depth, filters)
     if variant not in ("3class", "distance"):
         raise ConfigError(f"unknown U-Net variant {variant!r}; use '3class' or 'distance'")
     if dims not in (2, 3):
@@ -210,9 +243,12 @@ def train_unet(
         px = sum(t.size for t in train_t)
         steps_per_epoch = max(1, int(math.ceil(px / np.prod(patch) / batch_size)))
 
-    net = build_unet(dims=dims, variant=variant, in_channels=1, depth=depth, filters=filters).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=lr * 0.05)
+    net = build_unet(dims=dims, variant=variant, in_channels=1, depth=depth, filters=filters)
+    if init_state is not None:
+        net.load_state_dict(init_state)
+    net = net.to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=learning_rate * 0.05)
     if variant == "3class":
         weights = class_weights(train_t)
         loss_fn = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(dev))
@@ -269,7 +305,7 @@ def train_unet(
             best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         else:
             stale += 1
-            if stale >= early_stopping_patience:
+            if stale >= patience:
                 stopped = "early_stopping"
                 break
         if max_time_s is not None and time.perf_counter() - t0 > max_time_s:
@@ -280,11 +316,15 @@ def train_unet(
     wall = time.perf_counter() - t0
     params = {"variant": variant, "dims": dims, "epochs": epochs, "patch_size": list(patch),
               "batch_size": batch_size, "val_fraction": val_fraction, "seed": seed,
-              "augmentation": aug.model_dump(mode="json"), "early_stopping_patience": early_stopping_patience,
-              "lr": lr, "depth": depth, "filters": filters, "normalize": list(normalize),
+              "augmentation": aug.model_dump(mode="json"), "patience": patience,
+              "learning_rate": learning_rate, "init": None if init is None else str(init), "depth": depth,
+              "filters": filters, "normalize": list(normalize),
               "steps_per_epoch": steps_per_epoch, "device": dev, "max_time_s": max_time_s}
     record = {
+        "backend": "unet",
+        "dims": dims,
         "params": params,
+        "init": init_record,
         "train_names": [pairs.names[i] for i in train_idx],
         "val_names": [pairs.names[i] for i in val_idx],
         "class_weights": None if weights is None else weights.tolist(),
@@ -326,7 +366,7 @@ def _demo_pairs(folder: Path) -> TrainingPairs:
 
 
 DEMO_TRAINING = dict(variant="3class", dims=2, epochs=30, patch_size=96, batch_size=8, val_fraction=0.25,
-                     seed=0, early_stopping_patience=30, lr=5e-3, depth=3, filters=8,
+                     seed=0, patience=30, learning_rate=5e-3, depth=3, filters=8,
                      steps_per_epoch=6, device="cpu")
 
 
@@ -349,7 +389,7 @@ def train_demo_unet(repo_root: str | Path) -> Path:
 
 
 DEMO_TRAINING_3D = dict(variant="3class", dims=3, epochs=100, patch_size=(16, 64, 64), batch_size=2,
-                        val_fraction=0.25, seed=0, early_stopping_patience=25, lr=5e-3, depth=2, filters=8,
+                        val_fraction=0.25, seed=0, patience=25, learning_rate=5e-3, depth=2, filters=8,
                         steps_per_epoch=6, device="cpu")
 
 
