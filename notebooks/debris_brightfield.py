@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -17,8 +19,10 @@
 # **What it does.** Segments the one spheroid of every brightfield image of a time series
 # (treated-spheroid study) with the run engine: the notebook's parameters become a run config —
 # one preprocessing pipeline (rescaling — the study found 1/2 resolution best —, inversion,
-# rolling-ball background subtraction), the segmenter settings compared side by side (classical
-# threshold, the U-Net demo model, ...) and the single-spheroid post-processing (the **largest
+# optionally rolling-ball background subtraction), the segmenter settings compared side by side
+# (by default the bundled **spheroid U-Net** `models/spheroid_debris_unet`, trained as the study
+# did — binary spheroid vs background at half resolution, probability threshold 0.5 — and a
+# classical Otsu threshold beside it) and the single-spheroid post-processing (the **largest
 # object**'s outer contour) — which `opsef_core.run.execute` runs into a run folder inside this
 # notebook's run folder (its `run.json` repeats it: `opsef run RUN/run.json`). The study
 # analyses then read that run's label images: the spheroid's readouts in µm (equivalent
@@ -34,9 +38,9 @@
 # the metrics). The demo data: `demo_data/debris_brightfield` (6 time points, 2 µm pixels);
 # `configs/debris_brightfield.json` is this notebook's run config on all of it.
 #
-# **Parameters that matter most.** `scale` (resolution fed to the segmenters),
-# `background_radius` (rolling ball, in pixels after rescaling: larger than the spheroid
-# radius), `settings` (the segmenters compared, run-config segmenter entries; add
+# **Parameters that matter most.** `scale` (resolution fed to the segmenters; the spheroid
+# U-Net expects 0.5), `background_radius` (rolling ball, in pixels after rescaling: larger than
+# the spheroid radius; None = off, what the U-Net was trained on), `settings` (the segmenters compared, run-config segmenter entries; add
 # `{"name": ..., "backend": "cellpose", "params": {"model": ..., "diameter": ...}}` to compare
 # Cellpose), `smooth_radius` (outer contour smoothing of the spheroid, pixels of the input
 # image) and `chosen` (`"best"` = lowest mean JCD). For real data raise `max_images` (None = all).
@@ -47,15 +51,14 @@ out_root = "../runs"
 max_images = 6
 scale = 0.5
 invert = True
-background_radius = 50.0
-smooth_radius = 6
+background_radius = None
+smooth_radius = 12
 settings = [
+    {"name": "spheroid_unet", "backend": "unet",
+     "params": {"model": "spheroid_debris_unet", "prob_threshold": 0.5, "instances": "watershed",
+                "min_size": 250}},
     {"name": "classical_otsu", "backend": "classical",
      "params": {"threshold": "otsu", "sigma": 2.0, "h": 0.0, "min_size": 100}},
-    {"name": "classical_li", "backend": "classical",
-     "params": {"threshold": "li", "sigma": 2.0, "h": 0.0, "min_size": 100}},
-    {"name": "unet_demo", "backend": "unet",
-     "params": {"model": "unet2d_demo", "instances": "connected_components", "min_size": 100}},
 ]
 chosen = "best"
 explorer_image = 0
@@ -84,7 +87,7 @@ logging.basicConfig(level=logging.WARNING)
 # %% [markdown]
 # ## The run config
 # The parameters as a run config (the schema of `configs/`): `inputs` (the images, their truth,
-# the first `max_images`), one pipeline (`rescale` by `scale`, `invert`, `rolling_ball`), one
+# the first `max_images`), one pipeline (`rescale` by `scale`, `invert`, optionally `rolling_ball`), one
 # `segmenters` entry per setting and `postprocess.smooth_radius` (the largest object's holes
 # filled and opened with a disk; the other objects are kept, so the ambiguous-spheroid call can
 # count them). A setting whose model is not installed is left out of the config and reported
@@ -163,17 +166,21 @@ run.show(fig, "overlays")
 copies = debris.copy_labels(run_dir=run_dir, setting=best, dest=run.folder / "labels")
 
 # %% [markdown]
-# ## Explore the classical threshold on one image
+# ## Explore the threshold on one image
 # On the preprocessed image the run saved (`preprocessed/`): one network pass, re-decoded on
-# every slider move. The static figure (saved, and what a papermill run shows) is a sweep of the
-# fixed threshold; below it, in a live notebook, the sliders re-draw the overlay.
+# every slider move — the U-Net's spheroid probability threshold (the study's 0.5) when a U-Net
+# setting is compared, else the classical fixed threshold. The static figure (saved, and what a
+# papermill run shows) is a sweep of that threshold; below it, in a live notebook, the sliders
+# re-draw the overlay.
 
 # %%
-classical = next((s for s in usable if s["backend"] == "classical"), None)
-if classical is not None:
+explored = debris.explorer_setting(settings=usable)
+if explored is not None:
+    setting, sliders = explored
     pre = debris.preprocessed_image(run_dir=run_dir, image=explorer_image)
-    explorer = parameter_explorer(image=pre, segmenter="classical", params=classical["params"],
-                                  sliders={"threshold": (0.2, 0.8, 0.05), "min_size": (0, 400, 50)})
+    explorer = parameter_explorer(image=pre, segmenter=setting["backend"], params=setting["params"],
+                                  sliders=sliders)
+    print(f"explorer: {setting['name']} ({setting['backend']}), sliders {list(sliders)}")
     run.show(explorer.figure, "threshold_explorer")
     if explorer.widget is not None:
         display(explorer.widget)  # noqa: F821

@@ -29,19 +29,20 @@ def test_debris_brightfield_notebook(tmp_path):
     prov = check_outputs(folder, MAIN)
     assert "spheroid_summary.csv" in prov["outputs"]
     record = json.loads((folder / "record.json").read_text())
-    names = ["classical_otsu", "classical_li", "unet_demo"]
+    names = ["spheroid_unet", "classical_otsu"]  # the notebook's defaults: the bundled spheroid U-Net first
     assert record["scale"] == 0.5 and [s["name"] for s in record["settings"]] == names
     # the segmentation is the engine's run, inside the notebook's run folder
     run_dir = folder / json.loads((folder / "engine_run.json").read_text())["run_folder"]
     engine = json.loads((run_dir / "run.json").read_text())
     assert [s["name"] for s in engine["config"]["segmenters"]] == names
-    assert engine["config"]["postprocess"] == {"smooth_radius": 6}
-    assert [s["name"] for s in engine["config"]["pipelines"][0]["steps"]] == ["rescale", "invert", "rolling_ball"]
+    assert engine["config"]["postprocess"] == {"smooth_radius": record["smooth_radius"]}
+    assert [s["name"] for s in engine["config"]["pipelines"][0]["steps"]] == ["rescale", "invert"]
+    assert engine["config"]["segmenters"][0]["params"]["model"] == "spheroid_debris_unet"
     summary_csv = pd.read_csv(run_dir / "summary.csv")
-    assert len(summary_csv) == 3 * 6 and (summary_csv["status"] == "done").all()
+    assert len(summary_csv) == len(names) * 6 and (summary_csv["status"] == "done").all()
     per_image = pd.read_csv(folder / "spheroid_metrics.csv")
     summary = pd.read_csv(folder / "spheroid_summary.csv")
-    assert len(per_image) == 3 * 6 and set(summary["setting"]) == set(names)
+    assert len(per_image) == len(names) * 6 and set(summary["setting"]) == set(names)
     assert not per_image.duplicated(["image", "setting"]).any() and (per_image["status"] == "done").all()
     # every row names the run's label image it was computed from
     assert all((run_dir / p).is_file() for p in per_image["labels"])
@@ -65,7 +66,7 @@ def test_debris_brightfield_notebook(tmp_path):
     again_run = Path(done.stdout.strip().splitlines()[-1])
     for sub in ("labels", "labels_filtered"):
         first, second = _labels(run_dir, sub), _labels(again_run, sub)
-        assert len(first) == 18 and list(first) == list(second), sub
+        assert len(first) == len(names) * 6 and list(first) == list(second), sub
         for name in first:
             np.testing.assert_array_equal(second[name], first[name], err_msg=f"{sub}/{name}")
 

@@ -103,13 +103,32 @@ def test_run_config_and_the_bundled_config():
         ["rescale", "invert", "rolling_ball"]
     # configs/debris_brightfield.json is the notebook's config on every demo image
     bundled = load_config(REPO / "configs" / "debris_brightfield.json")
-    built = debris.run_config("../demo_data/debris_brightfield", [OTSU, LI, UNET], scale=0.5, smooth_radius=6)
+    built = debris.run_config("../demo_data/debris_brightfield")
+    assert built["postprocess"] == {"smooth_radius": debris.DEFAULT_SMOOTH_RADIUS}
     got = bundled.model_dump(mode="json")
     want = config_from_dict(built).model_dump(mode="json")
     got.pop("description"), want.pop("description")
     assert got == want
     assert bundled.resolve(bundled.inputs.path) == DATA / "images"
     assert bundled.resolve(bundled.inputs.ground_truth) == DATA / "labels"
+    # the defaults: the spheroid U-Net first, the classical Otsu beside it, the pipeline it was trained on
+    assert [s["name"] for s in built["segmenters"]] == [debris.SPHEROID_UNET["name"], debris.CLASSICAL_OTSU["name"]]
+    assert built["segmenters"][0]["params"]["model"] == "spheroid_debris_unet"
+    assert built["segmenters"][0]["params"]["prob_threshold"] == 0.5
+    assert built["pipelines"] == [debris.pipeline_spec(**debris.DEFAULT_PIPELINE)]
+    assert [s["name"] for s in built["pipelines"][0]["steps"]] == ["rescale", "invert"]
+
+
+def test_explorer_setting_prefers_the_unet():
+    setting, sliders = debris.explorer_setting([OTSU, UNET])
+    assert setting["name"] == "unet_demo" and "prob_threshold" in sliders
+    from opsef_core.segment import get_segmenter
+
+    # only decoding parameters: the slider re-decodes one cached network pass
+    assert not set(sliders) & get_segmenter("unet").network_fields
+    setting, sliders = debris.explorer_setting([OTSU, LI])
+    assert setting["name"] == "classical_otsu" and "threshold" in sliders
+    assert debris.explorer_setting([{"name": "sd", "backend": "stardist", "params": {}}]) is None
 
 
 def test_bad_settings():
@@ -138,7 +157,7 @@ def test_debris_run_reads_back_and_reruns_identically(tmp_path, monkeypatch):
     from opsef_core.run import execute
     from opsef_core.segment import get_segmenter
 
-    cfg = debris.run_config(DATA, [OTSU, UNET], scale=0.5, smooth_radius=6, max_images=2)
+    cfg = debris.run_config(DATA, [OTSU, UNET], scale=0.5, background_radius=50.0, smooth_radius=6, max_images=2)
     run_dir = debris.execute_run(cfg, out=tmp_path / "a")
     assert (run_dir / "run.json").is_file()
     summary = pd.read_csv(run_dir / "summary.csv")

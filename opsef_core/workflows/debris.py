@@ -10,7 +10,13 @@ file names):
 * :func:`pipeline_spec` / :func:`spheroid_pipeline` — the study's preprocessing as a run-config
   pipeline (``{"name", "steps"}``) / a :class:`~opsef_core.preprocess.Pipeline`: optional
   rescaling (1/2 was best; the engine maps the labels back to the input grid), inversion (the
-  spheroid is dark on a bright field), rolling-ball background subtraction;
+  spheroid is dark on a bright field), optional rolling-ball background subtraction (off by
+  default: :data:`DEFAULT_PIPELINE` is what the spheroid U-Net was trained on);
+* :data:`DEFAULT_SETTINGS` — the settings compared by default: :data:`SPHEROID_UNET`, the
+  bundled spheroid U-Net ``models/spheroid_debris_unet`` (binary spheroid vs background,
+  trained at half resolution on :mod:`opsef_core.testing.debris` images by
+  ``scripts/train_spheroid_model.py``; probability threshold 0.5), and the classical Otsu
+  threshold (:data:`CLASSICAL_OTSU`) beside it for comparison;
 * :func:`usable_settings` — the segmenter settings whose models can be found (a missing model
   would stop the whole run before its first image);
 * :func:`run_config` — the run config (a plain dict, the schema of ``configs/``) of the
@@ -71,6 +77,12 @@ __all__ = [
     "plot_settings",
     "time_index",
     "smooth_largest",
+    "SPHEROID_UNET",
+    "CLASSICAL_OTSU",
+    "DEFAULT_SETTINGS",
+    "DEFAULT_PIPELINE",
+    "DEFAULT_SMOOTH_RADIUS",
+    "explorer_setting",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,6 +91,27 @@ _TIME = re.compile(r"(?:^|[_\-.])t(\d+)(?=$|[_\-.])", re.IGNORECASE)
 
 #: readout columns of the per-image table (prediction; ``*_true`` for the truth)
 READOUTS = ("area", "perimeter", "diameter", "volume", "circularity")
+
+#: the bundled spheroid U-Net (``models/spheroid_debris_unet``, trained by
+#: ``scripts/train_spheroid_model.py`` as the study did): spheroid probability thresholded at
+#: 0.5 (the ``unet`` backend's foreground ``1 - p_background``), objects under 250 px of the
+#: working (half) resolution dropped — a third of the smallest spheroid the model is meant for
+#: (radius 30 px of the input grid: ~700 px at half resolution); the largest object's outer
+#: contour is the run's post-processing (:data:`DEFAULT_SMOOTH_RADIUS`).
+SPHEROID_UNET = {"name": "spheroid_unet", "backend": "unet",
+                 "params": {"model": "spheroid_debris_unet", "prob_threshold": 0.5, "instances": "watershed",
+                            "min_size": 250}}
+#: the classical comparison: Otsu threshold of the smoothed, inverted image
+CLASSICAL_OTSU = {"name": "classical_otsu", "backend": "classical",
+                  "params": {"threshold": "otsu", "sigma": 2.0, "h": 0.0, "min_size": 100}}
+#: the settings the notebook and :func:`default_settings` compare (the U-Net first)
+DEFAULT_SETTINGS = (SPHEROID_UNET, CLASSICAL_OTSU)
+#: the pipeline the spheroid U-Net was trained for (:func:`pipeline_spec` arguments)
+DEFAULT_PIPELINE = {"scale": 0.5, "invert": True, "background_radius": None}
+#: ``postprocess.smooth_radius`` by default (input-grid pixels): the largest object's holes
+#: filled and opened with a disk of this radius, which cuts debris attached by a neck; chosen
+#: on the validation images of the generator (seed 1402: mean JCD 0.092 with 6, 0.087 with 12)
+DEFAULT_SMOOTH_RADIUS = 12
 METRICS = ("invalid", "ambiguous", "jcd", "rdd", "rcd", "radial_error_um")
 
 
@@ -149,7 +182,7 @@ def load_series(data_dir: str | Path, max_images: int | None = None, require_tru
 
 
 # ----------------------------------------------------------------------------- the run config
-def pipeline_spec(scale: float = 0.5, invert: bool = True, background_radius: float | None = 50.0,
+def pipeline_spec(scale: float = 0.5, invert: bool = True, background_radius: float | None = None,
                   extra_steps: Sequence[Mapping] = ()) -> dict:
     """The preprocessing of the treated-spheroid study as a run-config pipeline.
 
@@ -163,14 +196,17 @@ def pipeline_spec(scale: float = 0.5, invert: bool = True, background_radius: fl
         Invert intensities (dark spheroid → bright object for the segmenters).
     background_radius : float, optional
         Rolling-ball radius in pixels **after** rescaling (larger than the spheroid's
-        radius); None = no background subtraction.
+        radius); None (default, :data:`DEFAULT_PIPELINE`: what the spheroid U-Net was trained
+        on) = no background subtraction.  A ball smaller than the spheroid hollows it out; the
+        classical settings on the demo data used 50.
     extra_steps : list of dict
         More steps ``{"name": ..., "params": {...}}`` appended at the end.
 
     Returns
     -------
     dict
-        ``{"name": "x0.5_inv_rb50", "steps": [{"name", "params"}, ...]}``
+        ``{"name": "x0.5_inv", "steps": [{"name", "params"}, ...]}`` (``x0.5_inv_rb50`` with a
+        rolling ball of radius 50)
         (:class:`opsef_core.config.PipelineConfig`).
 
     Raises
@@ -195,7 +231,7 @@ def pipeline_spec(scale: float = 0.5, invert: bool = True, background_radius: fl
     return {"name": name, "steps": steps}
 
 
-def spheroid_pipeline(scale: float = 0.5, invert: bool = True, background_radius: float | None = 50.0,
+def spheroid_pipeline(scale: float = 0.5, invert: bool = True, background_radius: float | None = None,
                       extra_steps: Sequence[Mapping] = ()):
     """:func:`pipeline_spec` as an opsef :class:`~opsef_core.preprocess.Pipeline`.
 
@@ -254,8 +290,10 @@ def usable_settings(settings: Sequence[Mapping]) -> tuple[list[dict], list[dict]
     return [{k: v for k, v in e.items() if k != "sweep" or v} for e in usable], skipped
 
 
-def run_config(data_dir: str | Path, settings: Sequence[Mapping], *, scale: float = 0.5, invert: bool = True,
-               background_radius: float | None = 50.0, smooth_radius: int | None = 6, keep_largest: bool = False,
+def run_config(data_dir: str | Path, settings: Sequence[Mapping] = DEFAULT_SETTINGS, *, scale: float = 0.5,
+               invert: bool = True, background_radius: float | None = None,
+               smooth_radius: int | None = DEFAULT_SMOOTH_RADIUS,
+               keep_largest: bool = False,
                max_images: int | None = None, extra_steps: Sequence[Mapping] = (), overlays: bool = False,
                save_preprocessed: bool = True, name: str = "debris-brightfield", description: str | None = None,
                seed: int = 0) -> dict:
@@ -269,7 +307,9 @@ def run_config(data_dir: str | Path, settings: Sequence[Mapping], *, scale: floa
         (:func:`execute_run`'s ``base_dir``) or, saved as a file, against the file's folder.
     settings : list of dict
         Segmenter entries ``{"name", "backend", "params"[, "sweep"]}``; each becomes a
-        ``segmenters`` entry (its combinations: ``p1-<pipeline>__s<k>-<name>``).
+        ``segmenters`` entry (its combinations: ``p1-<pipeline>__s<k>-<name>``).  Default
+        :data:`DEFAULT_SETTINGS`: the bundled spheroid U-Net (:data:`SPHEROID_UNET`) and the
+        classical Otsu threshold beside it.
     scale, invert, background_radius, extra_steps
         The pipeline (:func:`pipeline_spec`).
     smooth_radius : int or None
@@ -589,6 +629,31 @@ def choose_setting(summary: pd.DataFrame, chosen: str = "best", by: str = "jcd_m
     if ok.empty:
         raise ConfigError(f"cannot pick the best setting: every setting failed on some image; name one of {names}")
     return str(ok.sort_values(by, kind="stable")["setting"].iloc[0])
+
+
+#: sliders of the notebook's explorer per backend: decoding parameters only (one network pass)
+EXPLORER_SLIDERS = {
+    "unet": {"prob_threshold": (0.1, 0.9, 0.1), "min_size": (0, 400, 50)},
+    "classical": {"threshold": (0.2, 0.8, 0.05), "min_size": (0, 400, 50)},
+}
+
+
+def explorer_setting(settings: Sequence[Mapping]) -> tuple[dict, dict] | None:
+    """The setting the notebook's threshold explorer shows, and its sliders.
+
+    The first U-Net setting (its probability threshold re-decoded from one cached network
+    pass), else the first classical one (its fixed threshold); None when there is neither.
+
+    Returns
+    -------
+    (dict, dict) or None
+        The segmenter entry and ``{parameter: (min, max, step)}`` (:data:`EXPLORER_SLIDERS`).
+    """
+    for backend in ("unet", "classical"):
+        for s in settings:
+            if s.get("backend") == backend:
+                return dict(s), dict(EXPLORER_SLIDERS[backend])
+    return None
 
 
 def smooth_largest(labels: np.ndarray, radius: int = 0) -> np.ndarray:
