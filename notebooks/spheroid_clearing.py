@@ -178,7 +178,7 @@ if train_transfer:
     trained = wc.train_condition_unets(data=data, out_dir=run.path("models"), train_images=train_images, seed=seed,
                                        epochs=train_epochs, steps_per_epoch=train_steps,
                                        patch_size=train_patch, batch_size=8, filters=8, depth=2,
-                                       val_fraction=0.1, early_stopping_patience=train_epochs)
+                                       val_fraction=0.1, patience=train_epochs)
     run.save_table(trained, "transfer_training")
     matrix = wc.transfer_matrix(data=data, trained=trained, train_images=train_images, out=run.path("runs"),
                                 seed=seed)

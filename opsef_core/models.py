@@ -120,28 +120,16 @@ def file_checksum(path: str | Path) -> str:
 
     Results are cached per (path, each file's mtime and size), so repeated runs do not re-hash.
     """
-    import hashlib
+    from .record import _files, sha256
 
     path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                       and p.relative_to(path).as_posix() != CARD_NAME)
-    else:
-        files = [path]
+    files = _files(path, (CARD_NAME,))
     # key on every file's (name, mtime, size): a folder's own mtime does not change when a
     # file inside it is rewritten
     stats = tuple((f.as_posix(), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
     key = (str(path.resolve()), stats)
-    if key in _CHECKSUMS:
-        return _CHECKSUMS[key]
-    h = hashlib.sha256()
-    for f in files:
-        if path.is_dir():
-            h.update(f.relative_to(path).as_posix().encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    _CHECKSUMS[key] = h.hexdigest()
+    if key not in _CHECKSUMS:
+        _CHECKSUMS[key] = sha256(path, exclude=(CARD_NAME,))
     return _CHECKSUMS[key]
 
 

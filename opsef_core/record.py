@@ -122,13 +122,14 @@ def file_size(path: str | Path) -> int:
 def sha256(path: str | Path, chunk: int = 1 << 20, *, exclude: tuple = ()) -> str:
     """SHA-256 hex digest of a file, read in chunks; of a folder (a zarr store, a model folder),
     the digest of its files' relative paths and contents in sorted order (``exclude``: relative
-    paths left out)."""
+    paths left out; ``__pycache__`` is never read).  Model checksums are this digest too
+    (:func:`opsef_core.models.file_checksum`, cached)."""
     h = hashlib.sha256()
     path = Path(path)
     files = _files(path, tuple(exclude))
     for f in files:
         if path.is_dir():
-            h.update(f.relative_to(path).as_posix().encode("utf-8") + b"\0")
+            h.update(f.relative_to(path).as_posix().encode("utf-8"))
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(chunk), b""):
                 h.update(block)

@@ -248,7 +248,7 @@ def test_tiny_training_gives_loadable_model(tmp_path, seg):
         imgs.append(tifffile.imread(NUCLEI / "images" / f"nuclei_0{i}.tif")[:96, :96])
         labs.append(tifffile.imread(NUCLEI / "labels" / f"nuclei_0{i}.tif")[:96, :96])
         names.append(f"n{i}")
-    out = train_cellpose(TrainingPairs(imgs, labs, names), tmp_path / "tiny", n_epochs=2, batch_size=2,
+    out = train_cellpose(TrainingPairs(imgs, labs, names), tmp_path / "tiny", epochs=2, batch_size=2,
                          bsize=64, val_fraction=0.34, seed=3, device="cpu")
     rec = json.loads((out / "training.json").read_text())
     assert rec["params"]["seed"] == 3 and len(rec["train_losses"]) == 2
@@ -257,7 +257,7 @@ def test_tiny_training_gives_loadable_model(tmp_path, seg):
     assert rec["opsef_version"] is not None and rec["opsef_version"] == opsef_core.__version__
     assert 5 < rec["diam_mean"] < 40
     with pytest.raises(ConfigError, match="exists"):
-        train_cellpose(TrainingPairs(imgs, labs, names), out, n_epochs=1)
+        train_cellpose(TrainingPairs(imgs, labs, names), out, epochs=1)
     img = Image.from_array(imgs[0], "YX")
     labels = seg.segment(img, {"model": str(out), "device": "cpu"})
     assert labels.shape == (96, 96) and labels.dtype == np.int32

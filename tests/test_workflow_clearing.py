@@ -224,7 +224,7 @@ def test_transfer_matrix_trains_and_scores_every_pair(tmp_path):
     data = wc.load_conditions(tmp_path / "d", ["bright", "dim"])
     trained = wc.train_condition_unets(data, tmp_path / "models", train_images=1, epochs=3, steps_per_epoch=3,
                                        patch_size=32, batch_size=4, filters=4, depth=2, val_fraction=0.2,
-                                       early_stopping_patience=3)
+                                       patience=3)
     assert list(trained["condition"]) == ["bright", "dim"]
     for d in trained["model_dir"]:
         assert (Path(d) / "training.json").is_file()
