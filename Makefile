@@ -55,6 +55,8 @@ data: install
 ## Retrain the small demo models under models/ from demo_data/.
 models: install
 	$(BIN)/python scripts/train_demo_models.py
+	$(BIN)/python scripts/train_spheroid_model.py
+	$(BIN)/opsef models cards
 
 benchmarks: install
 	for f in benchmarks/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
