@@ -98,7 +98,7 @@ def train_unet3d_inplane(pairs, out_dir: Path, recipe: dict) -> Path:
     from tqdm.auto import tqdm
 
     from opsef_core.segment.unet_backend import normalize_percentile
-    from opsef_core.train.data import Augmentation, augment, split_indices, training_provenance
+    from opsef_core.train.data import Augmentation, EarlyStopping, augment, split_indices, training_provenance
     from opsef_core.train.unet import class_weights
     from opsef_core.unet.io import save_unet
     from opsef_core.unet.model import build_unet, count_parameters, pad_to_multiple
@@ -130,7 +130,7 @@ def train_unet3d_inplane(pairs, out_dir: Path, recipe: dict) -> Path:
         sl = tuple(slice(a, a + p) for a, p in zip(start, patch))
         return img[sl], tgt[sl]
 
-    history, best, best_state, stale, stopped = [], math.inf, None, 0, "epochs"
+    history, stop = [], EarlyStopping(r["patience"], max_time_s=r["max_time_s"], t0=t0)
     for epoch in tqdm(range(r["epochs"]), desc="3D U-Net epochs"):
         net.train()
         losses = []
@@ -160,17 +160,9 @@ def train_unet3d_inplane(pairs, out_dir: Path, recipe: dict) -> Path:
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": vl,
                         "wall_s": round(time.perf_counter() - t0, 2)})
         log.info("epoch %d: train %.4f val %.4f", epoch + 1, history[-1]["train_loss"], vl)
-        if vl < best:
-            best, stale = vl, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= r["patience"]:
-                stopped = "early_stopping"
-                break
-        if time.perf_counter() - t0 > r["max_time_s"]:
-            stopped = "max_time_s"
+        if stop.step(vl, net):
             break
+    best, best_state, stopped = stop.best, stop.best_state, stop.stopped
     wall = time.perf_counter() - t0
     record = {
         "params": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()},

@@ -170,7 +170,7 @@ def train(out_dir: Path, recipe: dict) -> Path:
     """Train and write the model folder; returns it."""
     import torch
 
-    from opsef_core.train.data import training_provenance
+    from opsef_core.train.data import EarlyStopping, training_provenance
     from opsef_core.unet.io import save_unet
     from opsef_core.unet.model import build_unet, count_parameters
 
@@ -199,7 +199,7 @@ def train(out_dir: Path, recipe: dict) -> Path:
             group["lr"] = lr
         return lr
     ce = torch.nn.CrossEntropyLoss()
-    history, best, best_state, stale, stopped = [], math.inf, None, 0, "epochs"
+    history, stop, best_val = [], EarlyStopping(r["patience"], max_time_s=r["max_time_s"], t0=t0), None
     for epoch in tqdm(range(r["epochs"]), desc="epochs"):
         net.train()
         losses = []
@@ -225,17 +225,10 @@ def train(out_dir: Path, recipe: dict) -> Path:
         log.info("epoch %d: loss %.4f, val JCD %.4f, ASF %.3f, ISF %.3f", epoch + 1, history[-1]["train_loss"],
                  val["jcd_mean"], val["asf"], val["isf"])
         score = val["jcd_mean"] + val["asf"] * 0.05 + val["isf"]  # JCD; ties broken by fewer ambiguous calls
-        if score < best:
-            best, stale, best_val = score, 0, val
-            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= r["patience"]:
-                stopped = "early_stopping"
-                break
-        if time.perf_counter() - t0 > r["max_time_s"]:
-            stopped = "max_time_s"
+        best_val = val if score < stop.best else best_val
+        if stop.step(score, net):
             break
+    best_state, stopped = stop.best_state, stop.stopped
     net.load_state_dict(best_state)
     wall = time.perf_counter() - t0
     best_epoch = int(np.argmin([h["val_jcd"] + h["val_asf"] * 0.05 + h["val_isf"] for h in history]) + 1)

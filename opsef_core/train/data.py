@@ -14,7 +14,7 @@ from ..errors import ConfigError, EmptyFolderError, InputFileError
 from ..io.naming import file_stem
 
 __all__ = ["TrainingPairs", "load_pairs", "split_indices", "Augmentation", "augment", "OPTION_NAMES",
-           "take_deprecated", "resolve_init"]
+           "take_deprecated", "resolve_init", "EarlyStopping"]
 
 logger = logging.getLogger(__name__)
 
@@ -303,3 +303,40 @@ def augment(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
         scale = 255.0 / max(float(img.max()) - lo, 1e-6)
         img = rng.poisson((img - lo) * scale).astype(np.float32) / scale + lo
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)
+
+
+class EarlyStopping:
+    """Early stopping on a validation score (lower is better) that keeps the best weights.
+
+    ``step(score, net)`` after each epoch: a better score stores a CPU copy of ``net``'s weights
+    (:attr:`best_state`); ``patience`` epochs in a row without one, or ``max_time_s`` seconds since
+    ``t0``, end training (:attr:`stopped` says why: ``"epochs"``, ``"early_stopping"``,
+    ``"max_time_s"``).  Shared by the U-Net trainer and the training recipes in ``scripts/``.
+    """
+
+    def __init__(self, patience: int, *, max_time_s: float | None = None, t0: float | None = None):
+        import math
+        import time
+
+        self.patience, self.max_time_s = int(patience), max_time_s
+        self.t0 = time.perf_counter() if t0 is None else t0
+        self.best, self.best_state, self.stale, self.stopped = math.inf, None, 0, "epochs"
+
+    def step(self, score: float, net) -> bool:
+        """Record one epoch's score; True when training should stop."""
+        import time
+
+        improved = score < self.best
+        if improved:
+            self.best, self.stale = score, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        else:
+            self.stale += 1
+            if self.stale >= self.patience:
+                self.stopped = "early_stopping"
+                return True
+        if self.max_time_s is not None and time.perf_counter() - self.t0 > self.max_time_s:
+            self.stopped = "max_time_s"
+            return True
+        return False
+

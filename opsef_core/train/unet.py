@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..io.atomic import atomic_write
-from .data import (Augmentation, TrainingPairs, augment, resolve_init, split_indices, take_deprecated,
-                   training_provenance)
+from .data import (Augmentation, EarlyStopping, TrainingPairs, augment, resolve_init, split_indices,
+                   take_deprecated, training_provenance)
 
 __all__ = ["train_unet", "train_demo_unet", "train_demo_unet3d", "make_targets", "class_weights"]
 
@@ -275,7 +275,7 @@ def train_unet(
                 n += targets[i].size
         return total / max(n, 1)
 
-    history, best, best_state, stale, stopped = [], math.inf, None, 0, "epochs"
+    history, stop = [], EarlyStopping(patience, max_time_s=max_time_s, t0=t0)
     logger.info("training %s %dD U-Net (%d parameters) on %d/%d pairs, %d steps/epoch, device %s",
                 variant, dims, count_parameters(net), len(train_idx), len(val_idx), steps_per_epoch, dev)
     for epoch in tqdm(range(epochs), desc="U-Net epochs", leave=False):
@@ -300,17 +300,9 @@ def train_unet(
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": vl,
                         "wall_s": round(time.perf_counter() - t0, 2)})
         logger.info("epoch %d: train %.4f val %.4f", epoch + 1, history[-1]["train_loss"], vl)
-        if vl < best:
-            best, stale = vl, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= patience:
-                stopped = "early_stopping"
-                break
-        if max_time_s is not None and time.perf_counter() - t0 > max_time_s:
-            stopped = "max_time_s"
+        if stop.step(vl, net):
             break
+    best, best_state, stopped = stop.best, stop.best_state, stop.stopped
 
     out_dir = Path(out_dir)
     wall = time.perf_counter() - t0
