@@ -66,7 +66,8 @@ def test_run_prints_run_folder_last_and_rerun_from_record(cfg, tmp_path, capsys)
         "im0__p1-raw__s1-classical_h1.tif", "im0__p1-raw__s2-classical_h2.tif"]
     rec = json.loads((run / "run.json").read_text())
     assert rec["command_line"][:2] == ["opsef", "run"] and rec["config"]["inputs"]["limit"] == 1
-    assert rec["execution"] == {"workers": 2, "scheduler": None}
+    assert {k: rec["execution"][k] for k in ("workers", "scheduler")} == {"workers": 2, "scheduler": None}
+    assert rec["execution"]["device"]["cpu_count"] >= 1  # the machine it ran on
     # repeating the recorded run writes a new folder with identical labels
     assert main(["run", str(run / "run.json"), "--out", str(tmp_path / "runs")]) == 0
     run2 = Path(capsys.readouterr().out.strip().splitlines()[-1])

@@ -277,9 +277,9 @@ def plot_leaderboard(board, path: str | Path | None = None, metric: str = "f1@0.
     -------
     matplotlib.figure.Figure
     """
-    from matplotlib.figure import Figure
+    from ..viz import new_figure
 
-    fig = Figure(figsize=(max(4.0, 0.9 * len(board) + 2), 3.6), layout="constrained")
+    fig = new_figure((max(4.0, 0.9 * len(board) + 2), 3.6), layout="constrained")
     ax = fig.add_subplot()
     vals = board[f"{metric}_mean"].astype(float).fillna(0.0).to_numpy()
     err = board[f"{metric}_std"].astype(float).fillna(0.0).to_numpy()
