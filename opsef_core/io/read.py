@@ -135,25 +135,21 @@ def read_labels(path: str | Path, scene: int | str | None = None, axes: str | No
         When the file has several channels or time points, negative or
         fractional values, or is not a label image.
     """
-    path = Path(path)
-    from .ngff import is_ngff
-
-    if is_ngff(path):  # an OME-Zarr label pyramid (a streamed run's labels): level 0
-        from ..measure import check_labels
-        from .ngff import labels_as_array
-
-        check_path(path, "folder")
-        data = check_labels(labels_as_array(path), ndim=None, source=path)
-        return data.astype(np.uint16) if data.max(initial=0) <= 65535 else data.astype(np.uint32)
-    image = read_image(path, scene=scene, axes=axes)
-    for axis in "TC":
-        if image.size(axis) > 1:
-            raise InputFileError(
-                f"a label image must be (Z)YX, but this file has {image.size(axis)} along {axis} "
-                f"(axes {image.axes})", path)
     from ..measure import check_labels
+    from .ngff import is_ngff, labels_as_array
 
-    data = np.asarray(image.sel(t=0, c=0).data)
+    path = Path(path)
+    if is_ngff(path):  # an OME-Zarr label pyramid (a streamed run's labels): level 0
+        check_path(path, "folder")
+        data = labels_as_array(path)
+    else:
+        image = read_image(path, scene=scene, axes=axes)
+        for axis in "TC":
+            if image.size(axis) > 1:
+                raise InputFileError(
+                    f"a label image must be (Z)YX, but this file has {image.size(axis)} along {axis} "
+                    f"(axes {image.axes})", path)
+        data = np.asarray(image.sel(t=0, c=0).data)
     if data.dtype == bool:
         return data.astype(np.uint8)
     data = check_labels(data, ndim=None, source=path)

@@ -31,6 +31,20 @@ __all__ = ["CombinationResult", "load_input", "run_item", "streams", "to_input_g
 logger = logging.getLogger(__name__)
 
 
+#: why a ``slices=true`` combination of a tiled config fails (in memory and streamed alike)
+SLICES_NOT_TILED = "slices=true with execution.tiling is not supported: segment the planes whole"
+
+
+def seam_error(info: dict, overlap) -> str | None:
+    """The error of a tiled combination whose objects reach the overlap (seams may cut them), or
+    None; ``info`` is :func:`opsef_core.tiling.segment_tiled_image`'s."""
+    n_big = int(info.get("n_large", 0)) + int(info.get("n_cut_candidates", 0))
+    if not n_big:
+        return None
+    return (f"{n_big} objects reach the tile overlap {overlap}, so seams may cut them; raise "
+            "execution.tiling.overlap above the largest object")
+
+
 def _err(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, OpsefError) else f"{type(exc).__name__}: {exc}"
 
@@ -81,14 +95,17 @@ def load_input(config: RunConfig, item: Item | str | Path, *, lazy: bool = False
         img = img.sel(z=slice(*inp.z_range))
     if inp.crop:
         img = _crop(img, inp.crop, item.path)
-    if lazy:
-        return replace(img, metadata=meta)
+    img = replace(img, metadata=meta)
+    return img if lazy else _in_memory(img)
+
+
+def _in_memory(image):
+    """A lazily read item's selected pixels, read here, in this process (on a dask worker the
+    default scheduler would be the cluster's, which cannot ship the open file)."""
     import dask
 
-    # read the selected planes here, in this process (on a dask worker the default scheduler
-    # would be the cluster's, which cannot ship the open file)
     with dask.config.set(scheduler="synchronous"):
-        return replace(img.compute(), metadata=meta)
+        return image.compute()
 
 
 def _window(shape: dict, crop: dict, source) -> dict:
@@ -279,7 +296,7 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
         image = load_input(config, item, lazy=True)
         streamed = streams(config, image)
         if not streamed:
-            image = load_input(config, item)
+            image = _in_memory(image)  # the file is opened once
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
         if not isinstance(exc, OpsefError):
             logger.error("reading %s failed:\n%s", item.path, traceback.format_exc())
@@ -403,7 +420,7 @@ def _segment_group(ctx: _ItemContext, group: list[Combination], pre, tiled: bool
     if tiled:
         if group[0].slices:
             for c in group:
-                results[c.id].error = "slices=true with execution.tiling is not supported: segment the planes whole"
+                results[c.id].error = SLICES_NOT_TILED
                 yield None, c, None
             return
         try:
@@ -530,10 +547,9 @@ def _segment_tiled(ctx: _ItemContext, group: list[Combination], pre, results: di
         res.t_network_s, res.t_decode_s = seconds, 0.0  # one pass and the decodings, timed together
         res.extra.update(tiles=n, tile_normalization=info["normalization"],
                          tile_large_objects=int(info.get("n_large", 0)))
-        n_big = int(info.get("n_large", 0)) + int(info.get("n_cut_candidates", 0))
-        if n_big:  # seams may cut such objects: the result is not trustworthy
-            res.error = (f"{n_big} objects reach the tile overlap {tiling.overlap}, so seams may cut "
-                         "them; raise execution.tiling.overlap above the largest object")
+        seams = seam_error(info, tiling.overlap)
+        if seams:  # seams may cut such objects: the result is not trustworthy
+            res.error = seams
             out.append(None)
         else:
             out.append(np.asarray(labels))

@@ -33,6 +33,15 @@ import traceback
 import numpy as np
 
 from ..errors import OpsefError, SegmentationError
+from .item import (
+    SLICES_NOT_TILED,
+    _err,
+    _overlay_rgb,
+    _reraise_write_failure,
+    _write_png,
+    load_input,
+    seam_error,
+)
 from .plan import Combination
 
 __all__ = ["MAX_SCORED_PIXELS", "PREVIEW_SIDE", "measure_tiles", "run_pipeline_streamed"]
@@ -45,15 +54,9 @@ PREVIEW_SIDE = 1024
 MAX_SCORED_PIXELS = 2 ** 26
 
 
-def _err(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, OpsefError) else f"{type(exc).__name__}: {exc}"
-
-
 def run_pipeline_streamed(ctx, combos: list[Combination], results: dict) -> tuple[np.ndarray, dict]:
     """One pipeline and every segmenter setting on a streamed item; returns the montage row
     (a downsampled display plane and downsampled labels per setting)."""
-    from .item import _reraise_write_failure
-
     item = ctx.item
     panels: dict[str, np.ndarray | None] = {c.setting_id: None for c in combos}
     groups: dict[tuple, list[Combination]] = {}
@@ -63,7 +66,7 @@ def run_pipeline_streamed(ctx, combos: list[Combination], results: dict) -> tupl
     for group in groups.values():
         if group[0].slices:
             for c in group:
-                results[c.id].error = "slices=true with execution.tiling is not supported: segment the planes whole"
+                results[c.id].error = SLICES_NOT_TILED
             continue
         try:
             outcomes = _segment(ctx, group, results)
@@ -97,7 +100,6 @@ def _segment(ctx, group: list[Combination], results: dict) -> list:
 
     from ..tiling import segment_tiled_image
     from ..tiling.images import tile_client
-    from .item import load_input
 
     tiling = ctx.config.execution.tiling
     outs = [ctx.run_dir / "labels" / f"{results[c.id].name}.ome.zarr" for c in group]
@@ -133,10 +135,9 @@ def _finish(ctx, res, store, info) -> tuple[np.ndarray, int]:
 
     config, image = ctx.config, ctx.image
     tiling = config.execution.tiling
-    n_big = int(info.get("n_large", 0)) + int(info.get("n_cut_candidates", 0))
-    if n_big:
-        raise SegmentationError(f"{n_big} objects reach the tile overlap {tiling.overlap}, so seams may cut "
-                                "them; raise execution.tiling.overlap above the largest object")
+    seams = seam_error(info, tiling.overlap)
+    if seams:
+        raise SegmentationError(seams)
     if config.postprocess is not None:
         raise SegmentationError("post-processing needs whole label images; it is not applied to streamed "
                                 "(OME-Zarr) items: set outputs.labels_format 'tiff' or drop postprocess")
@@ -157,8 +158,6 @@ def _finish(ctx, res, store, info) -> tuple[np.ndarray, int]:
     if config.outputs.overlays or config.outputs.montage:
         preview = _preview_labels(ctx.run_dir / res.labels_path, factor)
     if config.outputs.overlays:
-        from .item import _overlay_rgb, _write_png
-
         _write_png(ctx.run_dir / "overlays" / f"{res.name}.png", _overlay_rgb(_preview_plane(image, factor), preview))
         res.extra["overlay_downsampled"] = factor
     if ctx.gt is not None:

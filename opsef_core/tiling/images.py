@@ -54,7 +54,7 @@ import numpy as np
 
 from ..errors import ConfigError, OpsefError, SegmentationError
 from ..image import Image
-from .grid import _Stitcher, plan_tiles, stitch_labels
+from .grid import _Stitcher, plan_tiles
 
 __all__ = ["segment_tiled_image", "global_percentiles", "strided_sample"]
 
@@ -110,11 +110,11 @@ def strided_sample(data: Any, max_pixels: int = MAX_SAMPLE, block_bytes: int = 6
         ``data[::s0, ::s1, ...]`` with the same stride on every axis,
         chosen so that at most ``max_pixels`` pixels are kept.
     """
+    from .stream import sample_stride
+
     shape = tuple(int(n) for n in data.shape)
     total = int(np.prod(shape))
-    stride = 1
-    while total / stride ** len(shape) > max_pixels:
-        stride += 1
+    stride = sample_stride(shape, max_pixels)
     row_bytes = max(1, total // max(shape[0], 1)) * np.dtype(data.dtype).itemsize
     rows = max(stride, (block_bytes // row_bytes) // stride * stride)
     parts = []
@@ -160,8 +160,7 @@ def global_percentiles(data: Any, percentiles: tuple[float, float],
     return float(lo), float(hi)
 
 
-def _normalization_plan(seg, params: dict, data, source, image: Image | None = None,
-                        stream=None) -> tuple[dict, tuple | None, str]:
+def _normalization_plan(seg, params: dict, data, source, stream=None) -> tuple[dict, tuple | None, str]:
     """Decide how tiles are normalised; returns (params, pre-normalisation limits or None, mode).
 
     The global percentiles are taken of what the backend itself normalises: the pipeline's
@@ -201,12 +200,6 @@ def _normalization_plan(seg, params: dict, data, source, image: Image | None = N
         data, stride = stream.sample(transform=transform, transform_halo=halo)
         if stride > 1:
             note = f" (every {stride}th pixel along each axis)"
-    elif image is not None and hasattr(seg, "normalization_source"):
-        src = seg.normalization_source(image, params)
-        if src is not None:
-            data = src
-        else:
-            note = " (before the backend's smoothing: lazy input)"
     lo, hi = global_percentiles(data, tuple(float(v) for v in pct), source=source)
     logger.info("tiled %s: global normalisation limits %.4g..%.4g (percentiles %s)%s",
                 seg.name, lo, hi, tuple(pct), note)
@@ -505,7 +498,7 @@ def segment_tiled_image(
     ov = tuple(int(o) for o in (overlap if not np.isscalar(overlap) else (overlap,) * len(shape)))
     split = [len({tl.inner[d].start for tl in tiles}) > 1 for d in range(len(shape))]
     seg.params(params)  # validate before any work
-    params, limits, mode = _normalization_plan(seg, params, img.data, img.source, image=img, stream=stream)
+    params, limits, mode = _normalization_plan(seg, params, img.data, img.source, stream=stream)
     changes = {k: v for k, v in params.items() if k in ("normalize", "normalize_limits", "channel")}
     decodings = [seg.params(params)]
     if settings is not None:  # a sweep sharing one network pass: each setting with the same normalisation
