@@ -182,6 +182,44 @@ def test_tiled_pipeline_equals_whole_image(steps, axes, shape, tile):
     np.testing.assert_array_equal(out, whole)
 
 
+@pytest.mark.parametrize("max_sample", [10 ** 6, 5000])
+def test_statistics_pass_is_shared_by_the_backend_percentiles(max_sample):
+    """The normalize_percentile limits and the backend's percentiles of the pipeline's output come
+    from one preprocessing pass over the image when only pointwise steps follow the statistic: the
+    second sample is derived from the first and equals a sample computed from scratch."""
+    rng = np.random.default_rng(5)
+    img = Image.from_array((rng.random((300, 260)) * 1000).astype(np.uint16), "YX", pixel_size={"Y": 0.4, "X": 0.4})
+    spec = {"name": "p", "steps": [{"name": "gaussian", "params": {"sigma": 1.5}},
+                                   {"name": "normalize_percentile", "params": {"low": 2, "high": 98}},
+                                   {"name": "clip", "params": {"low": 0.1, "high": 0.9}}]}
+    stream = TiledPipeline(img, Pipeline.from_dict(spec), max_sample=max_sample)
+    calls = []
+    real = stream.block
+    stream.block = lambda *a, **k: calls.append(1) or real(*a, **k)
+    stream.fix_statistics()
+    n_regions = len(stream.regions())
+    assert len(calls) == n_regions
+    derived, stride = stream.sample()
+    assert len(calls) == n_regions  # no second pass
+    assert (stride > 1) == (max_sample < 300 * 260)
+    fresh = TiledPipeline(img, Pipeline.from_dict(spec), max_sample=max_sample)
+    fresh.fix_statistics()
+    fresh._sample = None
+    scratch, _ = fresh.sample()
+    np.testing.assert_array_equal(derived, scratch)
+    if stride == 1:  # every pixel: the whole-image pipeline's own limits, so its very output
+        whole = Pipeline.from_dict(spec).apply(img).data
+        np.testing.assert_array_equal(np.sort(derived), np.sort(whole.ravel()))
+    # a step with a neighbourhood after the statistic, or a backend transform, needs its own pass
+    spec["steps"].append({"name": "median", "params": {"radius": 1}})
+    stream = TiledPipeline(img, Pipeline.from_dict(spec), max_sample=max_sample)
+    stream.fix_statistics()
+    real, calls = stream.block, []
+    stream.block = lambda *a, **k: calls.append(1) or real(*a, **k)
+    stream.sample()
+    assert len(calls) == n_regions
+
+
 def test_steps_that_need_the_whole_image_are_refused(nuclei_2d, tmp_path):
     folder, _ = nuclei_2d
     for step in ({"name": "clahe"}, {"name": "rescale", "params": {"factor": 0.5}}, {"name": "gamma"}):
@@ -308,3 +346,19 @@ def test_tiles_run_as_dask_tasks_with_identical_labels(nuclei_2d, tmp_path):
                                      pipeline=raw, client=client, progress=False)
     assert len(calls) == len(plan_tiles((512, 512), 160, 32))
     np.testing.assert_array_equal(labels, io.read_labels(serial / s1["labels"].iloc[0]))
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    """``import opsef_core`` makes OpenMP threads sleep between parallel regions (the NMS and
+    torch otherwise spin against TensorFlow's pool); a value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, opsef_core; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"

@@ -93,6 +93,9 @@ class TiledPipeline:
         #: fixed whole-image statistics, per step index: {"step", "percentiles", "limits", "stride"}
         self.statistics: dict[int, dict] = {}
         self._limits: dict[int, tuple[float, float]] = {}
+        #: the last untransformed sample: (steps applied, stride, pixels); later samples that only add
+        #: pointwise steps (zero halo) are derived from it instead of preprocessing every tile again
+        self._sample: tuple[int, int, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ halos
     def _halos(self) -> list[tuple]:
@@ -216,6 +219,11 @@ class TiledPipeline:
             The sampled pixels (flat) and the stride.
         """
         stride = sample_stride(self.shape, max_pixels or self.max_sample)
+        n_steps = len(self.steps) if upto is None else int(upto)
+        if transform is None:
+            derived = self._derived_sample(n_steps, stride)
+            if derived is not None:
+                return derived, stride
         parts = []
         margin = tuple(transform_halo) if transform_halo is not None else (0,) * len(self.shape)
         for region in self.regions():
@@ -227,4 +235,23 @@ class TiledPipeline:
             # pixels whose global index is a multiple of the stride along every axis
             first = tuple((-r.start) % stride for r in region)
             parts.append(np.ascontiguousarray(blk[tuple(slice(f, None, stride) for f in first)]).ravel())
-        return np.concatenate(parts), stride
+        out = np.concatenate(parts)
+        if transform is None:
+            self._sample = (n_steps, stride, out)
+        return out, stride
+
+    def _derived_sample(self, n_steps: int, stride: int) -> np.ndarray | None:
+        """The sample after ``n_steps`` steps from the cached one, when the steps in between are
+        pointwise (zero halo: each output pixel depends on its own input pixel only), else None."""
+        if self._sample is None:
+            return None
+        done, cached_stride, pixels = self._sample
+        if cached_stride != stride or done > n_steps or any(any(self.step_halos[j]) for j in range(done, n_steps)):
+            return None
+        flat = pixels.reshape((1,) * (len(self.shape) - 1) + (-1,))  # pointwise steps ignore the shape
+        img = self.image.with_data(flat)
+        for k in range(done, n_steps):
+            info, params, _ = self.steps[k]
+            img = img.with_data(self._fixed(k, img.data, params)) if info.global_stat else info.func(img, params)
+        logger.debug("tiled %s: sample after %d step(s) derived from the one after %d", self.name, n_steps, done)
+        return np.asarray(img.data).ravel()
