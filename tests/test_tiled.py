@@ -182,6 +182,27 @@ def test_stardist_gets_prenormalised_tiles():
     assert global_percentiles(data, (50, 50))[0] == pytest.approx(np.median(data), rel=0.02)
 
 
+def test_stardist_tiles_are_one_network_call_each(monkeypatch):
+    """A StarDist tile is one network pass (the tile bounds memory): without it StarDist's own
+    guess would cut a 640² tile into 2x2 calls; a given ``n_tiles`` is kept."""
+    from opsef_core.segment import stardist_backend
+
+    seen = []
+    real = stardist_backend.network_pass
+    monkeypatch.setattr(stardist_backend, "network_pass", lambda m, x, n: seen.append(n) or real(m, x, n))
+    rng = np.random.default_rng(3)
+    img = Image.from_array(rng.gamma(2.0, 50.0, (700, 700)).astype(np.float32), "YX")
+    segment_tiled_image(img, "stardist", {"model": "stardist2d_demo"}, tile_shape=640, overlap=64, progress=False)
+    n = len(plan_tiles((700, 700), 640, 64))
+    model = stardist_backend.load_stardist_model("stardist2d_demo")
+    assert stardist_backend.guess_n_tiles(model, np.zeros((640, 640), np.float32)) != (1, 1)
+    assert seen == [(1, 1)] * n
+    seen.clear()
+    segment_tiled_image(img, "stardist", {"model": "stardist2d_demo", "n_tiles": (2, 1)}, tile_shape=640,
+                        overlap=64, progress=False)
+    assert seen == [(2, 1)] * n
+
+
 def test_bad_inputs_raise_our_errors():
     img = Image.from_array(np.zeros((2, 64, 64), np.uint8), "CYX")
     with pytest.raises(SegmentationError, match="2 channels"):

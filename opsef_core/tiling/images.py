@@ -47,8 +47,9 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ from ..errors import ConfigError, OpsefError, SegmentationError
 from ..image import Image
 from .grid import _Stitcher, plan_tiles
 
-__all__ = ["segment_tiled_image", "global_percentiles", "strided_sample"]
+__all__ = ["global_percentiles", "segment_tiled_image", "strided_sample"]
 
 logger = logging.getLogger(__name__)
 
@@ -490,6 +491,10 @@ def segment_tiled_image(
         loader = partial(read_image, image, scene=scene, lazy=True)
     img = _load(image, scene, t, channel, seg.name)
     shape = tuple(int(n) for n in img.data.shape)
+    if "n_tiles" in seg.Params.model_fields and params.get("n_tiles") is None:
+        # the tile already bounds the pass's memory: one network call per tile (StarDist's own
+        # sub-tiling of a 1152² tile into 3x3 doubled the pass's time)
+        params["n_tiles"] = (1,) * len(shape)
     from .stream import TiledPipeline
 
     stream = TiledPipeline(img, pipeline, max_sample=max_sample)
@@ -499,7 +504,7 @@ def segment_tiled_image(
     split = [len({tl.inner[d].start for tl in tiles}) > 1 for d in range(len(shape))]
     seg.params(params)  # validate before any work
     params, limits, mode = _normalization_plan(seg, params, img.data, img.source, stream=stream)
-    changes = {k: v for k, v in params.items() if k in ("normalize", "normalize_limits", "channel")}
+    changes = {k: v for k, v in params.items() if k in ("normalize", "normalize_limits", "channel", "n_tiles")}
     decodings = [seg.params(params)]
     if settings is not None:  # a sweep sharing one network pass: each setting with the same normalisation
         if not settings:
