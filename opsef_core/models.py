@@ -134,8 +134,10 @@ def file_checksum(path: str | Path) -> str:
 
 
 def looks_like_path(spec: str) -> bool:
-    """Whether a model spec names a file or folder (a separator, ``.`` first, or absolute), not a name."""
-    return os.sep in spec or "/" in spec or spec.startswith(".") or Path(spec).is_absolute()
+    """Whether a model spec names a file or folder (a separator, ``.`` first, absolute, or a ``.zip``
+    bioimage.io package), not a name."""
+    return (os.sep in spec or "/" in spec or spec.startswith(".") or Path(spec).is_absolute()
+            or spec.lower().endswith(".zip"))
 
 
 def _project_candidates(spec: str) -> list[Path]:

@@ -43,8 +43,10 @@ __all__ = [
     "StarDistParams",
     "StarDistSegmenter",
     "load_stardist_model",
+    "load_stardist_folder",
     "network_pass",
     "decode_instances",
+    "default_n_tiles",
     "guess_n_tiles",
     "keras_cache_dirs",
 ]
@@ -69,9 +71,9 @@ class StarDistParams(SegmenterParams):
         Percentiles mapped to 0 and 1 before prediction (csbdeep
         ``normalize``), or False when the input is already normalised.
     n_tiles : tuple of int, optional
-        Tiles per spatial axis; None picks them from the model's training
-        patch size (:func:`guess_n_tiles`, StarDist's own guess), 1 per axis for
-        small inputs.
+        Tiles per spatial axis; None: 2D inputs up to 2048 px per side in one pass
+        (:func:`default_n_tiles`), 3D from the model's training patch size
+        (:func:`guess_n_tiles`, StarDist's own guess).  Tiled runs use one pass per tile.
     scale : float or tuple of float
         Rescale factor applied (linear interpolation) before prediction; the
         polygons/polyhedra are scaled back to the input size, as
@@ -180,7 +182,8 @@ def load_stardist_model(spec: str | Path):
     Parameters
     ----------
     spec : str or Path
-        Anything :func:`opsef_core.models.resolve_model` accepts.
+        Anything :func:`opsef_core.models.resolve_model` accepts, or a bioimage.io package
+        (:func:`opsef_core.zoo.bioimageio.load_stardist_package`).
 
     Returns
     -------
@@ -192,8 +195,31 @@ def load_stardist_model(spec: str | Path):
     ModelNotFoundError
         When the model cannot be found, has no config, or its weights fail to load.
     """
+    from ..zoo.bioimageio import is_package
+
     resolved = resolve_model("stardist", spec)
-    path = resolved.path
+    if is_package(resolved.path):  # a bioimage.io package: its weights in a StarDist model
+        from ..zoo.bioimageio import load_stardist_package
+
+        return load_stardist_package(resolved)
+    return load_stardist_folder(resolved.path, resolved)
+
+
+def load_stardist_folder(path: Path, resolved):
+    """Load the StarDist model folder ``path`` (config.json, thresholds.json, ``*.h5``).
+
+    Parameters
+    ----------
+    path : Path
+        The model folder.
+    resolved : opsef_core.models.ResolvedModel
+        What the user named (kept as ``model.opsef_resolved``).
+
+    Raises
+    ------
+    ModelNotFoundError
+        No config, no weights, or weights that fail to load.
+    """
     cfg = _read_config(path)
     from stardist.models import StarDist2D, StarDist3D
 
@@ -212,6 +238,23 @@ def load_stardist_model(spec: str | Path):
     model.basedir = None  # read-only: never write into the model folder
     model.opsef_resolved = resolved
     return model
+
+
+#: 2D network passes of at most this many pixels per side run whole (about 1.6 GB at 2048²)
+MAX_PASS_SIDE_2D = 2048
+
+
+def default_n_tiles(model, x: np.ndarray) -> tuple[int, ...]:
+    """Tiles per axis when ``n_tiles`` is not given.
+
+    2D: ``ceil(size / MAX_PASS_SIDE_2D)`` per axis, so passes up to 2048² run whole.  StarDist's
+    own guess (:func:`guess_n_tiles`, from the training patch) cuts a 1152² input into 3x3 calls,
+    which took twice as long as one call (benchmarks/RESULTS.md (g)).  3D: :func:`guess_n_tiles`
+    (a 3D pass holds far more per voxel).
+    """
+    if x.ndim == 2:
+        return tuple(max(1, int(np.ceil(s / MAX_PASS_SIDE_2D))) for s in x.shape)
+    return guess_n_tiles(model, x)
 
 
 # ----------------------------------------------------------------- the split of predict_instances
@@ -301,10 +344,15 @@ class StarDistSegmenter(Segmenter):
     def describe_model(self, params) -> dict:
         """Model identity for run records: resolved path, checksum, dims, rays, grid, thresholds."""
         p = self.params(params)
+        from ..zoo.bioimageio import is_package, stardist_package_config
+
         resolved = resolve_model("stardist", p.model)
-        cfg = _read_config(resolved.path)
-        thr_file = resolved.path / "thresholds.json"
-        thresholds = json.loads(thr_file.read_text()) if thr_file.is_file() else None
+        if is_package(resolved.path):
+            cfg, thresholds = stardist_package_config(resolved.path)
+        else:
+            cfg = _read_config(resolved.path)
+            thr_file = resolved.path / "thresholds.json"
+            thresholds = json.loads(thr_file.read_text()) if thr_file.is_file() else None
         return {
             "backend": self.name,
             **resolved.to_dict(),
@@ -379,7 +427,7 @@ class StarDistSegmenter(Segmenter):
                 raise SegmentationError(f"stardist: n_tiles {p.n_tiles} needs {x.ndim} values", image.source)
             n_tiles = tuple(p.n_tiles)
         else:
-            n_tiles = guess_n_tiles(model, x)
+            n_tiles = default_n_tiles(model, x)
         device = resolve_device(p.device, framework="tensorflow")
         import tensorflow as tf
 

@@ -60,14 +60,20 @@ class LoadedUNet:
 
 
 def read_config(path: str | Path) -> dict:
-    """Read and check a model folder's ``config.json``.
+    """Read and check a model folder's ``config.json`` (or a bioimage.io package's ``config.opsef.unet``).
 
     Raises
     ------
     ModelNotFoundError
         When the folder, its config or weights are missing, or the config lacks a key.
     """
+    from ..zoo.bioimageio import is_package
+
     path = Path(path)
+    if is_package(path):  # a bioimage.io package exported by opsef (opsef_core.zoo.bioimageio)
+        from ..zoo.bioimageio import unet_from_package
+
+        return unet_from_package(path, weights=False)[0]
     cfg_path = path / CONFIG_NAME
     if not path.is_dir():
         raise ModelNotFoundError(f"a U-Net model is a folder with {CONFIG_NAME} and {WEIGHTS_NAME}", path)
@@ -120,6 +126,9 @@ def save_unet(out_dir: str | Path, net, config: dict, half: bool = True) -> Path
 def load_unet(path: str | Path, device: str = "cpu") -> LoadedUNet:
     """Build the network described by a model folder and load its weights (as float32).
 
+    ``path`` may also be a bioimage.io package exported by opsef: its TorchScript weights are
+    loaded into the same network (:func:`opsef_core.zoo.bioimageio.unet_from_package`).
+
     Raises
     ------
     ModelNotFoundError
@@ -133,8 +142,12 @@ def load_unet(path: str | Path, device: str = "cpu") -> LoadedUNet:
     cfg = read_config(path)
     net = build_unet(dims=int(cfg["dims"]), variant=cfg["variant"], in_channels=int(cfg["in_channels"]),
                      depth=int(cfg["depth"]), filters=int(cfg["filters"]))
+    from ..zoo.bioimageio import is_package, unet_from_package
+
+    package_state = unet_from_package(path)[1] if is_package(path) else None
     try:
-        state = torch.load(path / WEIGHTS_NAME, map_location="cpu", weights_only=True)
+        state = package_state if package_state is not None else \
+            torch.load(path / WEIGHTS_NAME, map_location="cpu", weights_only=True)
         state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
         net.load_state_dict(state)
     except Exception as exc:  # pickle, size mismatch, missing keys

@@ -6,13 +6,18 @@
     opsef models evaluate --images I --labels L [--models NAME|PATH ...] [--grid]
                           [--out DIR] [--channel C] [--limit N] [--device auto|cpu|cuda]
     opsef models cards [--check] [DIR]
+    opsef models export-bioimageio MODEL --out PKG.zip [--backend unet|stardist] [--image I]
+                                   [--crop N ...] [--channel C] [--test]
 
 ``list`` (the default) prints one line per model found in the project's ``models/``, the
 Cellpose and StarDist caches and the paths given (``--json``: the full cards).  ``evaluate``
 runs the models through the run engine and prints the run folder (holding
 ``leaderboard.csv`` and ``leaderboard.png``) as its last line.  ``cards`` (re)writes the
 ``card.json`` of every model folder in ``DIR`` (default: the project's ``models/``); with
-``--check`` it writes nothing and exits 2 naming the first stale card.
+``--check`` it writes nothing and exits 2 naming the first stale card.  ``export-bioimageio``
+writes a U-Net or StarDist model as a bioimage.io package (:mod:`opsef_core.zoo.bioimageio`),
+validated with bioimageio.spec, and prints its path as the last line (``--test``: also reproduce
+its test outputs from its weights).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ __all__ = ["add_arguments", "cmd_models"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``opsef models`` arguments (with its ``list``/``evaluate``/``cards`` actions)."""
-    sub = p.add_subparsers(dest="action", metavar="{list,evaluate,cards}")
+    sub = p.add_subparsers(dest="action", metavar="{list,evaluate,cards,export-bioimageio}")
     ls = sub.add_parser("list", help="list the models found, with their cards (the default)")
     ls.add_argument("paths", nargs="*", type=Path, metavar="PATH",
                     help="more model folders/files, or folders of model folders")
@@ -54,6 +59,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cards.add_argument("folder", nargs="?", type=Path, default=None, metavar="DIR",
                        help="folder of model folders (default: the project's models/)")
     cards.add_argument("--check", action="store_true", help="write nothing; exit 2 if a card is stale")
+    bx = sub.add_parser("export-bioimageio", help="write a U-Net or StarDist model as a bioimage.io package (zip)")
+    bx.add_argument("model", metavar="MODEL", help="model name (as 'opsef models' lists it) or folder")
+    bx.add_argument("--out", required=True, type=Path, metavar="PKG.zip", help="the package to write")
+    bx.add_argument("--backend", choices=("unet", "stardist"), default=None,
+                    help="the model's backend (default: detected from the folder)")
+    bx.add_argument("--image", type=Path, default=None, metavar="I",
+                    help="image for the test tensors and cover (default: the card's first validation image)")
+    bx.add_argument("--crop", type=int, nargs="+", default=None, metavar="N",
+                    help="test crop size per spatial axis, or one for all (default 128x128, 3D 16x64x64)")
+    bx.add_argument("--channel", default=None, metavar="C", help="channel (index or name) of the test image")
+    bx.add_argument("--test", action="store_true",
+                    help="also reproduce the package's test outputs from its weights (exit 2 if they differ)")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -101,8 +118,26 @@ def _cmd_cards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_bioimageio(args: argparse.Namespace) -> int:
+    from .bioimageio import export_bioimageio, validate_package
+
+    channel = args.channel
+    if isinstance(channel, str) and channel.lstrip("-").isdigit():
+        channel = int(channel)
+    crop = None if args.crop is None else (args.crop[0] if len(args.crop) == 1 else tuple(args.crop))
+    out = export_bioimageio(args.model, args.out, backend=args.backend, image=args.image, crop=crop,
+                            channel=channel, test=args.test)
+    summary = validate_package(out)
+    print(f"bioimage.io {summary['format_version']}: {summary['status']}" + ("; test outputs reproduced"
+                                                                             if args.test else ""))
+    print(out)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    """``opsef models``: dispatch to list (default), evaluate or cards."""
+    """``opsef models``: dispatch to list (default), evaluate, cards or export-bioimageio."""
+    if args.action == "export-bioimageio":
+        return _cmd_export_bioimageio(args)
     if args.action == "evaluate":
         return _cmd_evaluate(args)
     if args.action == "cards":
@@ -121,7 +156,8 @@ def register() -> None:
         "given, each with its card (backend, 2D/3D, training data, expected pixel and object size, "
         "validation scores, checksum, training). 'opsef models evaluate --images I --labels L' runs the "
         "models through the run engine and writes leaderboard.csv and leaderboard.png into a new run "
-        "folder, printed as the last line.")
+        "folder, printed as the last line. 'opsef models export-bioimageio MODEL --out PKG.zip' writes "
+        "a U-Net or StarDist model as a bioimage.io package, usable as a model in run configs.")
 
 
 register()
