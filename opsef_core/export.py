@@ -27,7 +27,6 @@ in the zip wins.  An empty label image gives a valid zip without entries.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import zipfile
@@ -43,6 +42,7 @@ from .measure import check_labels
 __all__ = [
     "labels_to_rois",
     "write_roi_zip",
+    "write_roi_zip_tiled",
     "read_roi_zip",
     "rois_to_labels",
     "annotatorj_folder",
@@ -95,7 +95,9 @@ def _spatial(labels: np.ndarray) -> np.ndarray:
     return check_labels(labels, ndim=(2, 3), what="labels")
 
 
-def labels_to_rois(labels: np.ndarray, c: int | None = None, t: int | None = None) -> list:
+def labels_to_rois(labels: np.ndarray, c: int | None = None, t: int | None = None, *,
+                   offset: Sequence[int] | None = None, max_label: int | None = None,
+                   n_slices: int | None = None) -> list:
     """Convert a label image to ImageJ polygon ROIs traced on pixel edges.
 
     Parameters
@@ -104,6 +106,12 @@ def labels_to_rois(labels: np.ndarray, c: int | None = None, t: int | None = Non
         2D (``YX``) or 3D (``ZYX``) label image, 0 = background.
     c, t : int, optional
         0-based channel and time point stored as the ROIs' hyperstack position.
+    offset : sequence of int, optional
+        Where ``labels`` starts in a larger image (one value per axis): coordinates, slice
+        numbers and positions are given in that image (a tile of a stitched label image).
+    max_label, n_slices : int, optional
+        The larger image's largest label and number of slices, which set the zero-padding of
+        the names (default: those of ``labels``), so that tiles name like the whole image.
 
     Returns
     -------
@@ -117,16 +125,21 @@ def labels_to_rois(labels: np.ndarray, c: int | None = None, t: int | None = Non
 
     labels = _spatial(labels)
     stack = labels[None] if labels.ndim == 2 else labels
-    width = max(4, len(str(int(labels.max()) if labels.size else 0)))
-    zwidth = max(4, len(str(stack.shape[0])))
+    off = (0,) * labels.ndim if offset is None else tuple(int(v) for v in offset)
+    if len(off) != labels.ndim:
+        raise ConfigError(f"offset {tuple(off)} needs one value per axis of the {labels.ndim}D labels")
+    z0, y0, x0 = (0, *off) if labels.ndim == 2 else off
+    top = max_label if max_label is not None else (int(labels.max()) if labels.size else 0)
+    width = max(4, len(str(int(top))))
+    zwidth = max(4, len(str(n_slices if n_slices is not None else stack.shape[0])))
     found = []
     for z, plane in enumerate(stack):
         for region in regionprops(plane):
-            found.append((region.label, z, region))
+            found.append((region.label, z + z0, region))
     found.sort(key=lambda item: (item[0], item[1]))
     rois = []
     for lab, z, region in tqdm(found, desc="ROIs", disable=len(found) < 500):
-        r0, c0 = region.bbox[0], region.bbox[1]
+        r0, c0 = region.bbox[0] + y0, region.bbox[1] + x0
         for rc in _trace_parts(region.image):
             xy = (rc + [r0, c0])[:, ::-1].astype(np.int32)
             if labels.ndim == 2:
@@ -157,20 +170,60 @@ def write_roi_zip(path: str | Path, labels: np.ndarray, c: int | None = None, t:
     Path
         The written file (a valid, empty zip when there is no object).
     """
+    return _write_rois(path, [labels_to_rois(labels, c=c, t=t)])
+
+
+def write_roi_zip_tiled(path: str | Path, labels, tiles: Sequence, *, c: int | None = None,
+                        t: int | None = None) -> Path:
+    """Write the ImageJ ROI set of a stitched label image read tile by tile (a zarr array).
+
+    Each tile reads its outer region and traces the objects it owns (:meth:`opsef_core.tiling.
+    Tile.owns`: each object exactly once), in image coordinates.  The zip holds the same entries
+    as :func:`write_roi_zip` of the whole label image; only one tile's labels are in memory.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target ``.zip`` file.
+    labels : array-like
+        2D or 3D label image supporting slicing (zarr, dask, numpy).
+    tiles : sequence of opsef_core.tiling.Tile
+        The plan the labels were stitched on (:func:`opsef_core.tiling.plan_tiles`).
+    c, t : int, optional
+        As for :func:`write_roi_zip`.
+
+    Returns
+    -------
+    Path
+    """
+    top = max((int(np.asarray(labels[tile.inner]).max(initial=0)) for tile in tiles), default=0)
+    n_slices = int(labels.shape[0]) if len(labels.shape) == 3 else None
+
+    def per_tile():
+        for tile in tiles:
+            lab = np.asarray(labels[tile.outer])
+            mine = np.where(tile.owned(lab)[lab], lab, 0)
+            if mine.any():
+                yield labels_to_rois(mine, c=c, t=t, offset=tile.origin, max_label=top, n_slices=n_slices)
+
+    return _write_rois(path, per_tile())
+
+
+def _write_rois(path: str | Path, groups) -> Path:
+    """Write groups of ROIs (each group: all parts of its objects) into one zip, atomically."""
     path = Path(path)
     if path.suffix.lower() != ".zip":
         raise ConfigError(f"an ImageJ ROI set must have the extension .zip, got {path.name!r}", path)
-    rois = labels_to_rois(labels, c=c, t=t)
-    buf = io.BytesIO()
     seen: dict[str, int] = {}
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for roi in rois:
-            k = seen[roi.name] = seen.get(roi.name, 0) + 1
-            entry = roi.name if k == 1 else f"{roi.name}_part{k}"
-            zf.writestr(f"{entry}.roi", roi.tobytes())
-    with atomic_write(path) as fh:
-        fh.write(buf.getvalue())
-    log.info("wrote %d ROIs to %s", len(rois), path)
+    n = 0
+    with atomic_write(path) as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for rois in groups:
+            for roi in rois:
+                k = seen[roi.name] = seen.get(roi.name, 0) + 1
+                entry = roi.name if k == 1 else f"{roi.name}_part{k}"
+                zf.writestr(f"{entry}.roi", roi.tobytes())
+                n += 1
+    log.info("wrote %d ROIs to %s", n, path)
     return path
 
 

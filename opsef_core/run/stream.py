@@ -13,12 +13,12 @@ An item is *streamed* (:func:`opsef_core.run.item.streams`) when ``outputs.label
    (:func:`opsef_core.tiling.segment_tiled_image`);
 4. measurements are taken per tile, for the objects each tile owns (the tile whose inner region
    holds the object's bounding-box centre: each object exactly once), on the input's pixels;
+   ImageJ ROI sets are traced the same way (:func:`opsef_core.export.write_roi_zip_tiled`);
 5. overlays and the montage come from the first pyramid level at most ``PREVIEW_SIDE`` pixels
    across.
 
 Limits (each reported in the combination's ``error`` or ``summary.csv``, never silent):
-post-processing is not applied (it needs whole label images); ImageJ ROI sets are not written
-(``rois_skipped``); scoring reads the labels and the ground truth whole, so items above
+post-processing is not applied (it needs whole label images); scoring reads the labels and the ground truth whole, so items above
 ``MAX_SCORED_PIXELS`` are not scored (``not_scored``).
 """
 
@@ -151,8 +151,9 @@ def _finish(ctx, res, store, info) -> tuple[np.ndarray, int]:
     if table is not None:
         ctx.measurements.append(table)
     if config.outputs.rois:
-        res.extra["rois_skipped"] = "ImageJ ROI sets are not written for streamed (OME-Zarr) items"
-        logger.warning("%s: %s", res.name, res.extra["rois_skipped"])
+        from ..export import write_roi_zip_tiled
+
+        write_roi_zip_tiled(ctx.run_dir / "rois" / f"{res.name}.zip", store, tiles)
     factor = _preview_factor(image)
     preview = None
     if config.outputs.overlays or config.outputs.montage:
@@ -180,7 +181,6 @@ def measure_tiles(store, image, tiles, *, extra: dict, channel_ratios=(), measur
         The table (None when ``measure`` is False) and the number of objects.
     """
     import pandas as pd
-    from scipy.ndimage import find_objects
 
     from ..measure import measure_objects
     from ..tiling.stream import read_region
@@ -190,12 +190,7 @@ def measure_tiles(store, image, tiles, *, extra: dict, channel_ratios=(), measur
     parts, n = [], 0
     for tile in tiles:
         lab = np.asarray(store[tile.outer])
-        owned = np.zeros(int(lab.max()) + 1 if lab.size else 1, bool)
-        for k, sl in enumerate(find_objects(lab), start=1):
-            if sl is None:
-                continue
-            anchor = [(s.start + s.stop - 1) // 2 + o for s, o in zip(sl, tile.origin)]
-            owned[k] = all(i.start <= a < i.stop for i, a in zip(tile.inner, anchor))
+        owned = tile.owned(lab)
         k_owned = int(owned.sum())
         n += k_owned
         if not measure or k_owned == 0:

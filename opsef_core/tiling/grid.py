@@ -78,6 +78,23 @@ class Tile:
         """The inner region in coordinates of the outer region."""
         return tuple(slice(i.start - o, i.stop - o) for i, o in zip(self.inner, self.origin))
 
+    def owns(self, bbox: tuple) -> bool:
+        """Whether this tile owns the object whose bounding box is ``bbox`` (slices in the outer
+        region's coordinates): its anchor, the bounding box's centre, lies in the inner region.
+        Every object of a stitched image has exactly one owner."""
+        return all(i.start <= (s.start + s.stop - 1) // 2 + o < i.stop
+                   for i, s, o in zip(self.inner, bbox, self.origin))
+
+    def owned(self, labels: np.ndarray) -> np.ndarray:
+        """Per label id of ``labels`` (this tile's outer region), whether this tile owns it
+        (a boolean array indexed by label; 0 is never owned)."""
+        from scipy.ndimage import find_objects
+
+        out = np.zeros(int(labels.max()) + 1 if labels.size else 1, bool)
+        for k, sl in enumerate(find_objects(labels), start=1):
+            out[k] = sl is not None and self.owns(sl)
+        return out
+
 
 def _per_axis(value, ndim: int, name: str) -> tuple:
     if np.isscalar(value):
@@ -177,8 +194,7 @@ class _Stitcher:
             mask = labels[sl] == lab
             size = int(mask.sum())
             gsl = tuple(slice(s.start + o, s.stop + o) for s, o in zip(sl, tile.origin))
-            anchor = [(g.start + g.stop - 1) // 2 for g in gsl]
-            owner = all(i.start <= a < i.stop for i, a in zip(tile.inner, anchor))
+            owner = tile.owns(sl)
             sub = region[sl]
             ids, counts = np.unique(sub[mask], return_counts=True)
             best, best_iou = 0, 0.0

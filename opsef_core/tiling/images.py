@@ -538,8 +538,7 @@ def segment_tiled_image(
             if touches:
                 st["cut"] += int(big)
                 continue
-            anchor = [(s.start + s.stop - 1) // 2 + o for s, o in zip(sl, tile.origin)]
-            if all(i.start <= a < i.stop for i, a in zip(tile.inner, anchor)):
+            if tile.owns(sl):
                 st["objects"] += 1
                 st["large"] += int(big)
 
