@@ -368,3 +368,27 @@ def test_rank_and_plot(tmp_path):
 
     png = mpimg.imread(tmp_path / "rank.png")
     assert png.ndim == 3 and png.shape[0] > 100 and png.std() > 0
+
+
+def test_blockwise_overlap_and_metrics_equal_the_whole_image(pairs, tmp_path):
+    """Slab by slab (zarr arrays, slabs smaller than the objects) the overlap and the metric row
+    are exactly the whole-image ones, 2D and 3D, with non-sequential labels and empty cases."""
+    import zarr
+
+    stack_gt = np.stack([g for g, _ in pairs[:6]])
+    stack_pred = np.stack([p for _, p in pairs[:6]])
+    cases = [pairs[0], pairs[1], (stack_gt, stack_pred), (np.zeros((40, 30), np.int32), pairs[2][1][:40, :30]),
+             (np.zeros((20, 20), np.uint16), np.zeros((20, 20), np.uint16))]
+    for k, (gt, pred) in enumerate(cases):
+        z_gt = zarr.open_array(str(tmp_path / f"g{k}.zarr"), mode="w", shape=gt.shape, dtype=gt.dtype, chunks=(7,) * gt.ndim)
+        z_gt[...] = gt
+        ov, px = ev.overlap_blockwise(z_gt, pred, block_pixels=700)
+        ref = ev.overlap_matrix(gt, pred)
+        for a in ("gt_labels", "pred_labels", "gt_sizes", "pred_sizes"):
+            np.testing.assert_array_equal(getattr(ov, a), getattr(ref, a))
+        assert (ov.intersection != ref.intersection).nnz == 0
+        assert px == {k2: ev.pixel_metrics(gt, pred)[k2] for k2 in ("tp", "fp", "fn")}
+        whole = ev.image_metrics(gt, pred)
+        assert ev.image_metrics_blockwise(z_gt, pred, block_pixels=500) == whole
+    with pytest.raises(AxesError):
+        ev.overlap_blockwise(np.zeros((4, 4), np.int32), np.zeros((4, 5), np.int32))

@@ -402,3 +402,30 @@ def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ACTIVE"
+
+
+def test_streamed_item_is_scored_slab_by_slab_like_the_whole_image(nuclei_2d, tmp_path):
+    """With ground truth, a streamed item's metrics row equals image_metrics of its stitched
+    labels against the truth (computed here on whole arrays)."""
+    from opsef_core import evaluate as ev
+
+    folder, _ = nuclei_2d
+    raw = {"name": "raw", "steps": []}
+    ref = execute(_config(folder / "in", streamed=False, pipeline=raw, sweep={"threshold": [0.6]}), out=tmp_path,
+                  progress=False)
+    s_ref, _ = _tables(ref)
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    gt = io.read_labels(ref / s_ref["labels"].iloc[0])
+    tifffile.imwrite(gt_dir / "slide.tif", gt)
+    data = json.loads(json.dumps(_config(folder / "in", streamed=True, pipeline=raw, tile=192).model_dump(mode="json")))
+    data["inputs"]["ground_truth"] = str(gt_dir)
+    run = execute(config_from_dict(data), out=tmp_path, progress=False)
+    summary = pd.read_csv(run / "summary.csv")
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert summary["status"].iloc[0] == "done" and len(metrics) == 1
+    labels = io.read_labels(run / summary["labels"].iloc[0])
+    want = ev.image_metrics(gt, labels, data["evaluation"]["thresholds"] if "evaluation" in data else ev.DEFAULT_THRESHOLDS)
+    assert 0.2 < want["f1@0.5"] < 1.0  # different thresholds: a real comparison
+    for k, v in want.items():
+        assert metrics[k].iloc[0] == pytest.approx(v, rel=1e-12, abs=1e-12), k

@@ -24,9 +24,20 @@ matching):
 """
 
 
-from .matching import DEFAULT_THRESHOLDS, Matching, Overlap, aji, match, matching_table, overlap_matrix, pixel_metrics, pool
+from .matching import (
+    DEFAULT_THRESHOLDS,
+    Matching,
+    Overlap,
+    aji,
+    match,
+    matching_table,
+    overlap_blockwise,
+    overlap_matrix,
+    pixel_metrics,
+    pool,
+)
 from .ranking import plot_ranking, rank
-from .report import evaluate_folders, format_evaluation, image_metrics
+from .report import evaluate_folders, format_evaluation, image_metrics, image_metrics_blockwise
 from .single_object import spheroid_metrics, spheroid_summary
 
 __all__ = [
@@ -34,10 +45,12 @@ __all__ = [
     "Overlap",
     "Matching",
     "overlap_matrix",
+    "overlap_blockwise",
     "match",
     "matching_table",
     "pool",
     "image_metrics",
+    "image_metrics_blockwise",
     "aji",
     "pixel_metrics",
     "spheroid_metrics",

@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import AxesError, ConfigError
+from ..errors import AxesError, ConfigError, InputFileError
 from ..measure import check_labels
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,62 @@ def overlap_matrix(gt: np.ndarray, pred: np.ndarray) -> Overlap:
         r, c = codes // npr, codes % npr
     inter = sp.csr_matrix((v.astype(np.int64), (r, c)), shape=(ng, npr))
     return Overlap(gl, pl, gs, ps, inter)
+
+
+def overlap_blockwise(gt, pred, *, block_pixels: int = 1 << 22) -> tuple[Overlap, dict]:
+    """:func:`overlap_matrix` and the foreground pixel counts of two label images read block by block.
+
+    For label images too large to hold twice (a streamed run's OME-Zarr labels against its
+    ground truth): slabs along the first axis of about ``block_pixels`` pixels are read from
+    both (anything that slices: zarr, dask, memmap, numpy), their (truth label, predicted label)
+    pairs counted, and the counts summed.  The result equals ``overlap_matrix(gt, pred)``
+    exactly (tested), so every metric computed from it is the whole-image metric.
+
+    Parameters
+    ----------
+    gt, pred : array-like of int
+        Label images of the same shape.
+    block_pixels : int
+        About how many pixels each slab holds (at least one row / plane).
+
+    Returns
+    -------
+    (Overlap, dict)
+        The overlap and ``{"tp", "fp", "fn"}`` foreground pixel counts (:func:`pixel_metrics`).
+    """
+    shape = tuple(gt.shape)
+    if shape != tuple(pred.shape):
+        raise AxesError(f"ground truth has shape {shape} but prediction has shape {tuple(pred.shape)}")
+    per_row = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    rows = max(1, int(block_pixels) // max(1, per_row))
+    codes, counts = [], []
+    for r0 in range(0, shape[0] if shape else 0, rows):
+        g = check_labels(np.asarray(gt[r0:r0 + rows]), ndim=None, what="ground-truth labels").ravel()
+        p = check_labels(np.asarray(pred[r0:r0 + rows]), ndim=None, what="predicted labels").ravel()
+        if (g.size and int(g.max()) >= 1 << 32) or (p.size and int(p.max()) >= 1 << 32):
+            raise InputFileError(f"labels above 2**32 - 1 in rows {r0}..{r0 + rows}: relabel them first")
+        c, n = np.unique(g.astype(np.uint64) << np.uint64(32) | p.astype(np.uint64), return_counts=True)
+        codes.append(c)
+        counts.append(n)
+    if codes:
+        c, inv = np.unique(np.concatenate(codes), return_inverse=True)
+        n = np.bincount(inv, weights=np.concatenate(counts)).astype(np.int64)
+    else:
+        c, n = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    g_lab = (c >> np.uint64(32)).astype(np.int64)
+    p_lab = (c & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    gl, g_inv = np.unique(g_lab, return_inverse=True)
+    pl, p_inv = np.unique(p_lab, return_inverse=True)
+    gs = np.bincount(g_inv, weights=n, minlength=gl.size).astype(np.int64)
+    ps = np.bincount(p_inv, weights=n, minlength=pl.size).astype(np.int64)
+    g0 = 1 if gl.size and gl[0] == 0 else 0  # drop background
+    p0 = 1 if pl.size and pl[0] == 0 else 0
+    both = (g_lab > 0) & (p_lab > 0)
+    inter = sp.csr_matrix((n[both], (g_inv[both] - g0, p_inv[both] - p0)), shape=(gl.size - g0, pl.size - p0))
+    ov = Overlap(gl[g0:], pl[p0:], gs[g0:], ps[p0:], inter)
+    tp = int(n[both].sum())
+    px = {"tp": tp, "fp": int(n[(g_lab == 0) & (p_lab > 0)].sum()), "fn": int(n[(g_lab > 0) & (p_lab == 0)].sum())}
+    return ov, px
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,9 +469,11 @@ def aji(gt: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _pixel_counts(g: np.ndarray, p: np.ndarray) -> dict:
-    tp = int(np.count_nonzero(g & p))
-    fp = int(np.count_nonzero(~g & p))
-    fn = int(np.count_nonzero(g & ~p))
+    return pixel_rates(int(np.count_nonzero(g & p)), int(np.count_nonzero(~g & p)), int(np.count_nonzero(g & ~p)))
+
+
+def pixel_rates(tp: int, fp: int, fn: int) -> dict:
+    """Pixel precision, recall, F1 and IoU from counts (as :func:`pixel_metrics` defines them)."""
     if tp + fp + fn == 0:
         rates = {"precision": 1.0, "recall": 1.0, "f1": 1.0, "iou": 1.0}
     else:

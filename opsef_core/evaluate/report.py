@@ -12,7 +12,18 @@ import pandas as pd
 from ..errors import AxesError, ConfigError, EmptyFolderError, InputFileError
 from ..io.naming import file_stem
 
-from .matching import DEFAULT_THRESHOLDS, Matching, _RATE_KEYS, _aji_from_overlap, _match_scores, overlap_matrix, pixel_metrics, pool
+from .matching import (
+    _RATE_KEYS,
+    DEFAULT_THRESHOLDS,
+    Matching,
+    _aji_from_overlap,
+    _match_scores,
+    overlap_blockwise,
+    overlap_matrix,
+    pixel_metrics,
+    pixel_rates,
+    pool,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +68,21 @@ def image_metrics(
     return _image_row(gt, pred, thresholds, criterion)[0]
 
 
+def image_metrics_blockwise(gt, pred, thresholds: Sequence[float] = DEFAULT_THRESHOLDS, criterion: str = "iou",
+                            *, block_pixels: int = 1 << 22) -> dict:
+    """:func:`image_metrics` of label images read in slabs (:func:`~opsef_core.evaluate.matching.
+    overlap_blockwise`): the same row, with only a slab of each image in memory at a time."""
+    ov, counts = overlap_blockwise(gt, pred, block_pixels=block_pixels)
+    return _row(ov, pixel_rates(counts["tp"], counts["fp"], counts["fn"]), thresholds, criterion)[0]
+
+
 def _image_row(gt, pred, thresholds, criterion) -> tuple[dict, list[Matching]]:
-    ov = overlap_matrix(gt, pred)
+    return _row(overlap_matrix(gt, pred), pixel_metrics(gt, pred), thresholds, criterion)
+
+
+def _row(ov, px: dict, thresholds, criterion) -> tuple[dict, list[Matching]]:
     scores = ov.scores(criterion)
     row: dict = {"n_true": ov.n_true, "n_pred": ov.n_pred, "aji": _aji_from_overlap(ov)}
-    px = pixel_metrics(gt, pred)
     row.update({f"pixel_{k}": px[k] for k in ("precision", "recall", "f1", "iou")})
     ms = []
     for t in thresholds:

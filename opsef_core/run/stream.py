@@ -15,11 +15,13 @@ An item is *streamed* (:func:`opsef_core.run.item.streams`) when ``outputs.label
    holds the object's bounding-box centre: each object exactly once), on the input's pixels;
    ImageJ ROI sets are traced the same way (:func:`opsef_core.export.write_roi_zip_tiled`);
 5. overlays and the montage come from the first pyramid level at most ``PREVIEW_SIDE`` pixels
-   across.
+   across;
+6. with ground truth, the labels are scored slab by slab against it
+   (:func:`opsef_core.evaluate.image_metrics_blockwise`: the whole-image metrics exactly; the
+   ground truth itself is read whole).
 
-Limits (each reported in the combination's ``error`` or ``summary.csv``, never silent):
-post-processing is not applied (it needs whole label images); scoring reads the labels and the ground truth whole, so items above
-``MAX_SCORED_PIXELS`` are not scored (``not_scored``).
+Limit (reported in the combination's ``error``, never silent): post-processing is not applied
+(it needs whole label images).
 """
 
 from __future__ import annotations
@@ -44,14 +46,12 @@ from .item import (
 )
 from .plan import Combination
 
-__all__ = ["MAX_SCORED_PIXELS", "PREVIEW_SIDE", "measure_tiles", "run_pipeline_streamed"]
+__all__ = ["PREVIEW_SIDE", "measure_tiles", "run_pipeline_streamed"]
 
 logger = logging.getLogger(__name__)
 
 #: overlays and montage panels are drawn at the first pyramid level at most this many pixels across
 PREVIEW_SIDE = 1024
-#: streamed items up to this many pixels are scored against their ground truth (read whole)
-MAX_SCORED_PIXELS = 2 ** 26
 
 
 def run_pipeline_streamed(ctx, combos: list[Combination], results: dict) -> tuple[np.ndarray, dict]:
@@ -238,18 +238,13 @@ def _preview_labels(path, factor: int) -> np.ndarray:
 
 
 def _score(ctx, res, store, cols: dict) -> None:
-    """Score a streamed item against its ground truth (both read whole; small items only)."""
+    """Score a streamed item against its ground truth, slab by slab (the labels never whole in memory)."""
     from .. import evaluate
 
     shape = tuple(store.shape)
-    if int(np.prod(shape)) > MAX_SCORED_PIXELS:
-        res.error = (f"not scored: streamed items above {MAX_SCORED_PIXELS} pixels are not scored "
-                     f"(labels {shape}); score tiles of it with opsef evaluate")
-        return
     if ctx.gt.shape != shape:
         res.error = f"not scored: ground truth {ctx.item.ground_truth} has shape {ctx.gt.shape}, labels {shape}"
         return
-    labels = np.asarray(store[...])
     ctx.metrics.append({**cols, "scored_per_plane": False,
-                        **evaluate.image_metrics(ctx.gt, labels, ctx.config.evaluation.thresholds)})
+                        **evaluate.image_metrics_blockwise(ctx.gt, store, ctx.config.evaluation.thresholds)})
     res.scored = True
