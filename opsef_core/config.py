@@ -677,8 +677,13 @@ def _check_streaming(cfg: RunConfig, where: str) -> None:
         raise ConfigError("outputs.labels_format 'ome-zarr' writes labels tile by tile: give execution.tiling "
                           "(tile_shape, overlap)", where)
     from . import preprocess
+    from .postprocess import whole_image_options
     from .preprocess import Pipeline
 
+    if cfg.postprocess is not None and whole_image_options(cfg.postprocess):
+        raise ConfigError(f"postprocess {', '.join(whole_image_options(cfg.postprocess))} need(s) the whole label "
+                          "image, so they cannot run with outputs.labels_format 'ome-zarr' (tile by tile); the "
+                          "object-by-object options (fill_holes, min_size, max_size, remove_border, ranges) can", where)
     for i, p in enumerate(cfg.pipelines):
         pipeline = Pipeline.from_dict(p.model_dump(mode="json"))
         for j, step in enumerate(pipeline.steps):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,14 +37,15 @@ from .errors import AxesError, ConfigError, InputFileError
 from .image import Image
 
 __all__ = [
-    "measure_objects",
-    "summarise",
-    "shape_columns",
-    "intensity_columns",
     "add_channel_ratios",
     "add_constant_columns",
-    "perimeter_2d",
     "check_labels",
+    "intensity_columns",
+    "measure_objects",
+    "perimeter_2d",
+    "shape_columns",
+    "shift_to_image",
+    "summarise",
 ]
 
 log = logging.getLogger(__name__)
@@ -433,6 +434,24 @@ def add_channel_ratios(table: pd.DataFrame, channel_ratios: Iterable[tuple[str, 
     return table
 
 
+def shift_to_image(table: pd.DataFrame, origin: Sequence[int], image: Image | None) -> pd.DataFrame:
+    """Move the coordinate columns of a block's table to the image the block was cut from.
+
+    ``centroid_<a>_px``, ``bbox_min_<a>`` and ``bbox_max_<a>`` gain ``origin`` (pixels, one per
+    spatial axis of the block), ``centroid_<a>`` gains ``origin`` times the pixel size.  Other
+    columns are unchanged (they do not depend on where the block lies).
+    """
+    axes = image.spatial_axes if image is not None else "ZYX"[-len(origin):]
+    ps = {a: float(image.pixel_size.get(a, 1.0)) if image is not None else 1.0 for a in axes}
+    for a, o in zip(axes, origin):
+        low = a.lower()
+        for col, shift in ((f"centroid_{low}_px", o), (f"bbox_min_{low}", o), (f"bbox_max_{low}", o),
+                           (f"centroid_{low}", o * ps[a])):
+            if col in table.columns:
+                table[col] = table[col] + shift
+    return table
+
+
 def add_constant_columns(table: pd.DataFrame, extra: dict | None) -> pd.DataFrame:
     """Put constant columns (image, pipeline, segmenter, ...) in front of a measurement table.
 
@@ -530,7 +549,7 @@ def summarise(df: pd.DataFrame, image_area=None, by: Sequence[str] = _DEFAULT_BY
     to_mm = 1e-9 if is3d else 1e-6
 
     def _reduce(g: pd.DataFrame) -> dict:
-        row = {"n_objects": int(len(g))}
+        row = {"n_objects": len(g)}
         for c in size_cols:
             v = pd.to_numeric(g[c], errors="coerce")
             row[f"mean_{c}"] = float(v.mean()) if len(v) else np.nan

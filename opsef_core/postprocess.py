@@ -10,8 +10,9 @@ sequential labels.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -22,20 +23,20 @@ from .image import Image
 from .measure import check_labels, measure_objects
 
 __all__ = [
-    "filter_objects",
-    "remove_border_objects",
-    "fill_holes",
-    "remove_small",
-    "remove_large",
-    "relabel",
-    "keep_largest",
-    "smooth_largest",
-    "mask_from_channel",
-    "classify_by_mask",
-    "class_labels",
     "ClassMaskConfig",
     "PostprocessConfig",
     "apply_postprocess",
+    "class_labels",
+    "classify_by_mask",
+    "fill_holes",
+    "filter_objects",
+    "keep_largest",
+    "mask_from_channel",
+    "relabel",
+    "remove_border_objects",
+    "remove_large",
+    "remove_small",
+    "smooth_largest",
 ]
 
 log = logging.getLogger(__name__)
@@ -514,12 +515,78 @@ def _load_mask_file(path: str, shape: tuple) -> np.ndarray:
 
         try:
             arr = np.asarray(tifffile.imread(p))
-        except Exception as exc:  # noqa: BLE001 - turned into our error type
+        except Exception as exc:
             raise InputFileError(f"cannot read class mask: {exc}", p) from exc
     arr = np.squeeze(arr)
     if arr.shape != shape:
         raise InputFileError(f"class mask shape {arr.shape} differs from the label image shape {shape}", p)
     return arr
+
+
+#: post-processing options that need the whole label image (one largest object, an image-wide class mask)
+WHOLE_IMAGE_OPTIONS = ("smooth_radius", "keep_largest", "class_mask")
+
+
+def whole_image_options(config) -> list[str]:
+    """The options of a :class:`PostprocessConfig` that cannot run tile by tile (see
+    :func:`postprocess_owned`); empty when every option is object by object."""
+    config = config if isinstance(config, PostprocessConfig) else PostprocessConfig.model_validate(config or {})
+    return [k for k in WHOLE_IMAGE_OPTIONS if getattr(config, k) not in (None, False)]
+
+
+def postprocess_owned(labels: np.ndarray, image: Image | None, config, *, origin: Sequence[int],
+                      shape: Sequence[int]) -> np.ndarray:
+    """Post-process the objects of one tile of a larger label image, as :func:`apply_postprocess`
+    does on the whole image.
+
+    ``labels`` holds only the objects this tile owns (each whole; others 0).  Every option of
+    :class:`PostprocessConfig` except :data:`WHOLE_IMAGE_OPTIONS` is a rule on one object at a time
+    (holes, size, border contact, measurement ranges), so applying it per tile gives each object
+    its whole-image fate.  Border contact is judged against the whole image (``origin`` and
+    ``shape`` place the tile in it); ``image`` is the input's block under the tile (pixel size,
+    intensities for ``ranges``).
+
+    Raises
+    ------
+    ConfigError
+        An option of :data:`WHOLE_IMAGE_OPTIONS` is set.
+    """
+    from scipy import ndimage as ndi
+
+    config = config if isinstance(config, PostprocessConfig) else PostprocessConfig.model_validate(config or {})
+    bad = whole_image_options(config)
+    if bad:
+        raise ConfigError(f"postprocess {', '.join(bad)} need(s) the whole label image; they cannot run tile by tile")
+    out = check_labels(labels, source=getattr(image, "source", None)).copy()
+    if config.fill_holes:
+        out = fill_holes(out)
+    if config.min_size:
+        out = remove_small(out, config.min_size)
+    if config.max_size is not None:
+        out = remove_large(out, config.max_size)
+    if config.remove_border:
+        all_axes = "ZYX"[-out.ndim:]
+        axes = str(config.border_axes).upper()
+        if not axes or any(a not in all_axes for a in axes):
+            raise AxesError(f"border axes {axes!r} must be letters of the label image's axes {all_axes!r}")
+        w = 1
+        touching = []
+        for k, sl in enumerate(ndi.find_objects(out), start=1):
+            if sl is None:
+                continue
+            for a in axes:
+                d = all_axes.index(a)
+                if sl[d].start + origin[d] < w or sl[d].stop + origin[d] > shape[d] - w:
+                    touching.append(k)
+                    break
+        if touching:
+            out[np.isin(out, touching)] = 0
+    if config.ranges:
+        from .measure import measure_objects, shift_to_image
+
+        table = shift_to_image(measure_objects(out, image), origin, image)
+        out, _ = filter_objects(out, config.ranges, image=image, table=table)
+    return out
 
 
 def apply_postprocess(labels, image: Image | None, config, *,

@@ -282,10 +282,36 @@ def test_streamed_item_with_postprocess_or_rois_says_so(nuclei_2d, tmp_path):
 
     assert _zip_entries(zips[0]) == _zip_entries(write_roi_zip(tmp_path / "whole.zip", stitched))
     data = json.loads(json.dumps(cfg.model_dump(mode="json")))
-    data["postprocess"] = {"min_size": 5}
-    run = execute(config_from_dict(data), out=tmp_path, progress=False)
-    summary = pd.read_csv(run / "summary.csv")
-    assert summary["status"].iloc[0] == "failed" and "post-processing" in summary["error"].iloc[0]
+    for option in ({"keep_largest": True}, {"smooth_radius": 2}):
+        data["postprocess"] = {"min_size": 5, **option}
+        with pytest.raises(ConfigError, match="need.*the whole label image"):
+            config_from_dict(data)
+
+
+@pytest.mark.slow
+def test_streamed_postprocess_equals_whole_image_postprocess(nuclei_2d, tmp_path):
+    """Holes, size limits, border removal and measurement ranges (a coordinate range too) run
+    tile by tile on the objects each tile owns and give the whole-image run's objects and table."""
+    folder, _ = nuclei_2d
+    post = {"fill_holes": True, "min_size": 25, "max_size": 140, "remove_border": True,
+            "ranges": {"centroid_x_px": [60, None], "circularity": [0.6, None]}}
+    runs = []
+    for streamed in (False, True):
+        data = json.loads(json.dumps(_config(folder / "in", streamed=streamed, pipeline={"name": "raw", "steps": []},
+                                             tile=192).model_dump(mode="json")))
+        data["postprocess"] = post
+        runs.append(execute(config_from_dict(data), out=tmp_path, progress=False))
+    (sw, mw), (ss, ms) = _tables(runs[0]), _tables(runs[1])
+    assert list(ss["status"]) == ["done"] and ss["labels_filtered"].iloc[0].endswith(".ome.zarr")
+    whole = io.read_labels(runs[0] / sw["labels_filtered"].iloc[0])
+    streamed = io.read_labels(runs[1] / ss["labels_filtered"].iloc[0])
+    for col in ("n_objects", "n_objects_filtered"):
+        assert ss[col].iloc[0] == sw[col].iloc[0]
+    assert 0 < ss["n_objects_filtered"].iloc[0] < ss["n_objects"].iloc[0]  # the filters removed objects
+    assert_same_objects(io.read_labels(runs[0] / sw["labels"].iloc[0]), io.read_labels(runs[1] / ss["labels"].iloc[0]))
+    assert_same_objects(whole, streamed)
+    assert ms["centroid_x_px"].min() >= 60
+    _same_measurements(mw, ms)
 
 
 @pytest.mark.slow

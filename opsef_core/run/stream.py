@@ -20,8 +20,11 @@ An item is *streamed* (:func:`opsef_core.run.item.streams`) when ``outputs.label
    (:func:`opsef_core.evaluate.image_metrics_blockwise`: the whole-image metrics exactly; the
    ground truth itself is read whole).
 
-Limit (reported in the combination's ``error``, never silent): post-processing is not applied
-(it needs whole label images).
+Post-processing runs tile by tile too (:func:`postprocess_tiles`: holes, size limits, border
+removal and measurement ranges are rules on one object at a time) into
+``labels_filtered/<item>__<combination>.ome.zarr``; its whole-image options (``smooth_radius``,
+``keep_largest``, ``class_mask``) are refused (a config error for ``"ome-zarr"``, the
+combination's ``error`` for ``"auto"``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import logging
 import shutil
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 
@@ -138,16 +142,24 @@ def _finish(ctx, res, store, info) -> tuple[np.ndarray, int]:
     seams = seam_error(info, tiling.overlap)
     if seams:
         raise SegmentationError(seams)
-    if config.postprocess is not None:
-        raise SegmentationError("post-processing needs whole label images; it is not applied to streamed "
-                                "(OME-Zarr) items: set outputs.labels_format 'tiff' or drop postprocess")
     tiles = plan_tiles(tuple(store.shape), tiling.tile_shape, tiling.overlap)
+    if config.postprocess is not None:  # the raw labels stay; the filtered ones go beside them, as for TIFF items
+        res.labels_filtered_path = f"labels_filtered/{res.name}.ome.zarr"
+        out = ctx.run_dir / res.labels_filtered_path
+        if out.exists():  # a resumed item redoes its own unfinished output
+            shutil.rmtree(out)
+        raw = store
+        store = postprocess_tiles(raw, out, image, tiles, config.postprocess)
     cols = {**ctx.item.columns(), **res.combination.columns()}
     if "time_s" in (image.metadata or {}):
         cols["time_s"] = image.metadata["time_s"]
     table, n_objects = measure_tiles(store, image, tiles, extra=cols, channel_ratios=[
         tuple(r) for r in config.outputs.channel_ratios], measure=config.outputs.measurements)
-    res.n_objects = n_objects
+    if config.postprocess is not None:
+        res.n_objects_filtered = n_objects
+        res.n_objects = int(sum(int(t.owned(np.asarray(raw[t.outer])).sum()) for t in tiles))
+    else:
+        res.n_objects = n_objects
     if table is not None:
         ctx.measurements.append(table)
     if config.outputs.rois:
@@ -157,7 +169,7 @@ def _finish(ctx, res, store, info) -> tuple[np.ndarray, int]:
     factor = _preview_factor(image)
     preview = None
     if config.outputs.overlays or config.outputs.montage:
-        preview = _preview_labels(ctx.run_dir / res.labels_path, factor)
+        preview = _preview_labels(ctx.run_dir / (res.labels_filtered_path or res.labels_path), factor)
     if config.outputs.overlays:
         _write_png(ctx.run_dir / "overlays" / f"{res.name}.png", _overlay_rgb(_preview_plane(image, factor), preview))
         res.extra["overlay_downsampled"] = factor
@@ -165,6 +177,54 @@ def _finish(ctx, res, store, info) -> tuple[np.ndarray, int]:
         _score(ctx, res, store, cols)
     res.status = "done"
     return preview, factor
+
+
+def postprocess_tiles(raw, out, image, tiles, config):
+    """Post-process stitched labels tile by tile into a new OME-Zarr label pyramid ``out``.
+
+    Each tile reads its outer region of ``raw``, post-processes the objects it owns
+    (:func:`opsef_core.postprocess.postprocess_owned`: each object's whole-image fate) and writes
+    them, with their filled holes, into ``out`` (built in a temporary folder, renamed when
+    complete).  Returns the new level 0.
+
+    Raises
+    ------
+    SegmentationError
+        The config has options that need the whole label image (``smooth_radius``,
+        ``keep_largest``, ``class_mask``).
+    """
+    import zarr
+
+    from ..io.ngff import LabelPyramidWriter
+    from ..postprocess import PostprocessConfig, postprocess_owned, whole_image_options
+    from ..tiling.images import _WindowedOut
+    from ..tiling.stream import read_region
+
+    config = config if isinstance(config, PostprocessConfig) else PostprocessConfig.model_validate(config)
+    bad = whole_image_options(config)
+    if bad:
+        raise SegmentationError(f"postprocess {', '.join(bad)} need(s) the whole label image, so they cannot run "
+                                "on a streamed (OME-Zarr) item: set outputs.labels_format 'tiff' or drop them")
+    shape = tuple(raw.shape)
+    writer = LabelPyramidWriter(out, shape, image.spatial_axes, image.pixel_size, chunks=tuple(raw.chunks))
+    try:
+        window = _WindowedOut(writer.array)
+        for tile in tiles:
+            lab = np.asarray(raw[tile.outer])
+            owned = tile.owned(lab)[lab]
+            block = image.with_data(read_region(image.data, (Ellipsis, *tile.outer)))
+            post = postprocess_owned(np.where(owned, lab, 0), block, config, origin=tile.origin, shape=shape)
+            window.load(tile.outer)
+            holes = (lab == 0) & (post > 0)
+            window.buf[owned] = post[owned]
+            window.buf[holes] = post[holes]
+            window.dirty = True
+        window.flush()
+        writer.commit(source_image=str(image.source) if image.source else None)
+    except BaseException:
+        writer.abort()
+        raise
+    return zarr.open_array(str(Path(out) / "s0"), mode="r")
 
 
 def measure_tiles(store, image, tiles, *, extra: dict, channel_ratios=(), measure: bool = True):
@@ -182,11 +242,10 @@ def measure_tiles(store, image, tiles, *, extra: dict, channel_ratios=(), measur
     """
     import pandas as pd
 
-    from ..measure import measure_objects
+    from ..measure import measure_objects, shift_to_image
     from ..tiling.stream import read_region
 
     axes = image.spatial_axes
-    ps = {a: float(image.pixel_size.get(a, 1.0)) for a in axes}
     parts, n = [], 0
     for tile in tiles:
         lab = np.asarray(store[tile.outer])
@@ -197,14 +256,8 @@ def measure_tiles(store, image, tiles, *, extra: dict, channel_ratios=(), measur
             continue
         mine = np.where(owned[lab], lab, 0)
         block = image.with_data(read_region(image.data, (Ellipsis, *tile.outer)))
-        t = measure_objects(mine, block, extra=extra, channel_ratios=channel_ratios)
-        for a, o in zip(axes, tile.origin):
-            low = a.lower()
-            for col, shift in ((f"centroid_{low}_px", o), (f"bbox_min_{low}", o), (f"bbox_max_{low}", o),
-                               (f"centroid_{low}", o * ps[a])):
-                if col in t.columns:
-                    t[col] = t[col] + shift
-        parts.append(t)
+        parts.append(shift_to_image(measure_objects(mine, block, extra=extra, channel_ratios=channel_ratios),
+                                    tile.origin, block))
     if not measure:
         return None, n
     if not parts:
