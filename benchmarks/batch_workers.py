@@ -7,8 +7,10 @@ their ground truth transformed the same way.  The run uses ``configs/demo.json``
 measurements, metrics) restricted to the segmenters named by ``--segmenters``
 (default ``classical``: 3 h values, 12 combinations per image; ``all`` keeps the
 demo's four backends, about 17 s per image serially on this machine).  Each run is its own process
-(``opsef_core.run.execute``); the 2-worker run includes starting the local
-dask cluster.  Prints wall times, the speed-up and whether both runs wrote
+(``opsef_core.run.execute``); the dask runs include starting the local
+cluster.  A third run uses one single-threaded dask worker, the per-worker setting of the
+N-worker run, so the speed-up is also shown against the same worker alone (the serial run
+uses both cores in part: threaded numpy/scipy kernels).  Prints wall times, the speed-up and whether both runs wrote
 identical labels and measurements.
 
 Usage::
@@ -29,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, emit, machine, run_child  # noqa: E402
+from _common import REPO, emit, machine, run_child
 
 VARIANTS = [("id", lambda a: a), ("fliplr", lambda a: a[..., ::-1]), ("flipud", lambda a: a[..., ::-1, :]),
             ("rot90", lambda a: __import__("numpy").rot90(a, axes=(-2, -1))),
@@ -61,13 +63,18 @@ def make_batch(root: Path, copies: int = 5) -> int:
     return n
 
 
-def _run(config: str, out: str, workers: int) -> None:
+def _run(config: str, out: str, workers: int, cluster: bool = False) -> None:
     from opsef_core.config import load_config
+    from opsef_core.distributed import get_client
     from opsef_core.run import execute
 
     cfg = load_config(config)
     t0 = time.perf_counter()
-    run = execute(cfg, out=out, workers=workers, progress=False)
+    if cluster:  # one single-threaded dask worker: the per-worker setting of the N-worker run
+        with get_client(workers=workers) as client:
+            run = execute(cfg, out=out, scheduler=client.scheduler.address, progress=False)
+    else:
+        run = execute(cfg, out=out, workers=workers, progress=False)
     emit({"workers": workers, "seconds": round(time.perf_counter() - t0, 1), "run": str(run)})
 
 
@@ -82,10 +89,11 @@ def main(argv=None) -> int:
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--cluster", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.role == "run":
-        _run(args.config, args.out, args.n)
+        _run(args.config, args.out, args.n, args.cluster)
         return 0
 
     import numpy as np
@@ -111,6 +119,8 @@ def main(argv=None) -> int:
     for n in (1, args.workers):
         res[n] = run_child(me, ["--role", "run", "--config", str(work / "batch.json"),
                                 "--out", str(work / "runs" / f"w{n}"), "--n", str(n)], timeout=1800)
+    one = run_child(me, ["--role", "run", "--config", str(work / "batch.json"), "--out", str(work / "runs" / "c1"),
+                         "--n", "1", "--cluster"], timeout=1800)
     r1, r2 = Path(res[1]["run"]), Path(res[args.workers]["run"])
     same = all(np.array_equal(read_labels(p), read_labels(r2 / "labels" / p.name))
                for p in sorted((r1 / "labels").glob("*.tif")))
@@ -123,10 +133,15 @@ def main(argv=None) -> int:
           f"--segmenters {' '.join(args.segmenters)}")
     print(f"batch: {n_images} images x {n_comb} combinations (configs/demo.json, segmenters "
           f"{', '.join(s['name'] for s in cfg['segmenters'])})")
-    print(f"1 worker (serial) : {res[1]['seconds']:7.1f} s  ({res[1]['seconds'] / n_images:.2f} s/image)")
-    print(f"{args.workers} workers (dask)  : {res[args.workers]['seconds']:7.1f} s  "
+    same_one = all(np.array_equal(read_labels(p), read_labels(Path(one["run"]) / "labels" / p.name))
+                   for p in sorted((r1 / "labels").glob("*.tif")))
+    print(f"1 worker (serial, in process, default threads): {res[1]['seconds']:7.1f} s  "
+          f"({res[1]['seconds'] / n_images:.2f} s/image)")
+    print(f"1 dask worker (one thread, as each of the N)   : {one['seconds']:7.1f} s  (incl. cluster start-up)")
+    print(f"{args.workers} workers (dask, one thread each)          : {res[args.workers]['seconds']:7.1f} s  "
           f"(incl. cluster start-up; peak RSS of the driver {res[args.workers]['rss_mb']:.0f} MiB)")
-    print(f"speed-up: {res[1]['seconds'] / res[args.workers]['seconds']:.2f}x; identical labels: {same}; "
+    print(f"speed-up vs serial: {res[1]['seconds'] / res[args.workers]['seconds']:.2f}x; vs 1 dask worker: "
+          f"{one['seconds'] / res[args.workers]['seconds']:.2f}x; identical labels: {same and same_one}; "
           f"identical measurements.csv: {same_meas}")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
