@@ -113,7 +113,8 @@ def filter_objects(labels, ranges: dict, image: Image | None = None, table: pd.D
     return _keep_only(labels, kept["label"].astype(int).tolist()), kept
 
 
-def remove_border_objects(labels, axes: str = "YX", buffer: int = 0) -> np.ndarray:
+def remove_border_objects(labels, axes: str = "YX", buffer: int = 0, *, origin: Sequence[int] | None = None,
+                          image_shape: Sequence[int] | None = None) -> np.ndarray:
     """Remove objects touching the image border.
 
     Parameters
@@ -125,28 +126,46 @@ def remove_border_objects(labels, axes: str = "YX", buffer: int = 0) -> np.ndarr
         first/last z slice are kept) or ``"ZYX"`` (all faces).
     buffer : int
         Width in pixels of the border band (0 = the outermost pixels only).
+    origin, image_shape : sequence of int, optional
+        ``labels`` is a block of a larger image starting at ``origin`` with shape
+        ``image_shape``: the borders are that image's (a tile of a streamed run).
 
     Returns
     -------
     ndarray
     """
+    from scipy import ndimage as ndi
+
     labels = check_labels(labels)
     all_axes = "ZYX"[-labels.ndim:]
     axes = str(axes).upper()
     if not axes or any(a not in all_axes for a in axes):
         raise AxesError(f"border axes {axes!r} must be letters of the label image's axes {all_axes!r}")
-    touching: set = set()
+    origin = (0,) * labels.ndim if origin is None else tuple(int(o) for o in origin)
+    shape = labels.shape if image_shape is None else tuple(int(n) for n in image_shape)
     w = int(buffer) + 1
-    for a in axes:
-        i = all_axes.index(a)
-        for sl in (slice(0, w), slice(-w, None)):
-            index = [slice(None)] * labels.ndim
-            index[i] = sl
-            touching.update(np.unique(labels[tuple(index)]).tolist())
-    touching.discard(0)
+    dims = [all_axes.index(a) for a in axes]
+    # an object has a pixel in the band [0, w) or [n - w, n) of an axis iff its bounding box reaches it
+    touching = [k for k, sl in enumerate(ndi.find_objects(labels), start=1)
+                if sl is not None and any(sl[d].start + origin[d] < w or sl[d].stop + origin[d] > shape[d] - w
+                                          for d in dims)]
     out = labels.copy()
     if touching:
-        out[np.isin(labels, list(touching))] = 0
+        out[np.isin(labels, touching)] = 0
+    return out
+
+
+def _object_rules(labels: np.ndarray, config: PostprocessConfig, **border) -> np.ndarray:
+    """The post-processing rules on one object at a time, in order: holes, size limits, border."""
+    out = labels
+    if config.fill_holes:
+        out = fill_holes(out)
+    if config.min_size:
+        out = remove_small(out, config.min_size)
+    if config.max_size is not None:
+        out = remove_large(out, config.max_size)
+    if config.remove_border:
+        out = remove_border_objects(out, axes=config.border_axes, **border)
     return out
 
 
@@ -551,36 +570,12 @@ def postprocess_owned(labels: np.ndarray, image: Image | None, config, *, origin
     ConfigError
         An option of :data:`WHOLE_IMAGE_OPTIONS` is set.
     """
-    from scipy import ndimage as ndi
-
     config = config if isinstance(config, PostprocessConfig) else PostprocessConfig.model_validate(config or {})
     bad = whole_image_options(config)
     if bad:
         raise ConfigError(f"postprocess {', '.join(bad)} need(s) the whole label image; they cannot run tile by tile")
-    out = check_labels(labels, source=getattr(image, "source", None)).copy()
-    if config.fill_holes:
-        out = fill_holes(out)
-    if config.min_size:
-        out = remove_small(out, config.min_size)
-    if config.max_size is not None:
-        out = remove_large(out, config.max_size)
-    if config.remove_border:
-        all_axes = "ZYX"[-out.ndim:]
-        axes = str(config.border_axes).upper()
-        if not axes or any(a not in all_axes for a in axes):
-            raise AxesError(f"border axes {axes!r} must be letters of the label image's axes {all_axes!r}")
-        w = 1
-        touching = []
-        for k, sl in enumerate(ndi.find_objects(out), start=1):
-            if sl is None:
-                continue
-            for a in axes:
-                d = all_axes.index(a)
-                if sl[d].start + origin[d] < w or sl[d].stop + origin[d] > shape[d] - w:
-                    touching.append(k)
-                    break
-        if touching:
-            out[np.isin(out, touching)] = 0
+    out = _object_rules(check_labels(labels, source=getattr(image, "source", None)).copy(), config,
+                        origin=origin, image_shape=shape)
     if config.ranges:
         from .measure import measure_objects, shift_to_image
 
@@ -628,15 +623,7 @@ def apply_postprocess(labels, image: Image | None, config, *,
             )
             raise ConfigError(f"invalid postprocess config: {problems}") from None
     source = getattr(image, "source", None)
-    out = check_labels(labels, source=source).copy()
-    if config.fill_holes:
-        out = fill_holes(out)
-    if config.min_size:
-        out = remove_small(out, config.min_size)
-    if config.max_size is not None:
-        out = remove_large(out, config.max_size)
-    if config.remove_border:
-        out = remove_border_objects(out, axes=config.border_axes)
+    out = _object_rules(check_labels(labels, source=source).copy(), config)
     if config.smooth_radius is not None:
         out = smooth_largest(out, config.smooth_radius)
     if config.keep_largest:
