@@ -19,8 +19,6 @@ import sys
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -55,22 +53,17 @@ def emit(result: dict) -> None:
     print(json.dumps(result), flush=True)
 
 
-def overlaps(a, b, rows: int = 1024) -> tuple[dict, dict, dict]:
-    """Object areas of two label images and their pairwise intersections, row block by row block
-    (zarr/numpy inputs, bounded memory): ``(area_a, area_b, {a << 32 | b: pixels})``."""
-    a_area, b_area, inter = {}, {}, {}
-    for start in range(0, a.shape[0], rows):
-        x = np.asarray(a[start:start + rows]).astype(np.int64).ravel()
-        y = np.asarray(b[start:start + rows]).astype(np.int64).ravel()
-        for lab, cnt in zip(*np.unique(x, return_counts=True)):
-            a_area[lab] = a_area.get(lab, 0) + int(cnt)
-        for lab, cnt in zip(*np.unique(y, return_counts=True)):
-            b_area[lab] = b_area.get(lab, 0) + int(cnt)
-        fg = (x > 0) & (y > 0)
-        keys, cnts = np.unique(x[fg] * (1 << 32) + y[fg], return_counts=True)
-        for k, c in zip(keys.tolist(), cnts.tolist()):
-            inter[k] = inter.get(k, 0) + c
-    return a_area, b_area, inter
+def overlaps(a, b) -> tuple[dict, dict, dict]:
+    """Object areas of two label images and their pairwise intersections, slab by slab
+    (:func:`opsef_core.evaluate.overlap_blockwise`; zarr/numpy inputs, bounded memory):
+    ``(area_a, area_b, {a << 32 | b: pixels})``."""
+    from opsef_core.evaluate import overlap_blockwise
+
+    ov, _ = overlap_blockwise(a, b)
+    coo = ov.intersection.tocoo()
+    inter = {int(ov.gt_labels[r]) << 32 | int(ov.pred_labels[c]): int(v) for r, c, v in zip(coo.row, coo.col, coo.data)}
+    return (dict(zip(ov.gt_labels.tolist(), ov.gt_sizes.tolist())),
+            dict(zip(ov.pred_labels.tolist(), ov.pred_sizes.tolist())), inter)
 
 
 def f1_at_05(a, b) -> dict:
@@ -78,15 +71,13 @@ def f1_at_05(a, b) -> dict:
 
     Matches at IoU > 0.5 are necessarily one-to-one, so no assignment problem
     needs solving: tp = number of (a, b) object pairs with IoU > 0.5.
-    Works row block by row block on zarr/numpy inputs to bound memory.
+    Works slab by slab on zarr/numpy inputs to bound memory.
     """
-    a_area, b_area, inter = overlaps(a, b)
-    tp = 0
-    for k, c in inter.items():
-        la, lb = k >> 32, k & 0xFFFFFFFF
-        if c / (a_area[la] + b_area[lb] - c) > 0.5:
-            tp += 1
-    na, nb = len(a_area) - (0 in a_area), len(b_area) - (0 in b_area)
+    from opsef_core.evaluate import overlap_blockwise
+
+    ov, _ = overlap_blockwise(a, b)
+    tp = int((ov.scores("iou").data > 0.5).sum())
+    na, nb = ov.n_true, ov.n_pred
     return {"n_a": na, "n_b": nb, "tp": tp, "f1": round(2 * tp / (na + nb), 5) if na + nb else 1.0}
 
 

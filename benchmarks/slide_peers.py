@@ -251,9 +251,9 @@ def _compare(rows: dict, ref: str, work: Path) -> None:
         row.update(f1=f1_at_05(ref_arr, res)["f1"], **split_merge(ref_arr, res))
 
 
-def _print(title: str, rows: dict) -> None:
+def _print(title: str, rows: dict, ref: str = "whole") -> None:
     print(f"\n{title}")
-    print(f"{'path':<14}{'wall s':>9}{'peak RSS MiB':>14}{'objects':>9}{'F1@0.5 vs whole':>17}{'split':>7}{'merged':>8}")
+    print(f"{'path':<14}{'wall s':>9}{'peak RSS MiB':>14}{'objects':>9}{'F1@0.5 vs ' + ref:>17}{'split':>7}{'merged':>8}")
     for name, r in rows.items():
         if "error" in r:
             print(f"{name:<14} failed: {r['error']}")
@@ -300,7 +300,8 @@ def main(argv=None) -> int:
         _compare(rows, "sd_whole", work)
         if a.no_whole:
             _compare(rows, "sd_big", work)
-        _print(f"StarDist 2D demo model, {a.size}² image, blocks/tiles {a.tile} px, overlap {a.overlap} px", rows)
+        _print(f"StarDist 2D demo model, {a.size}² image, blocks/tiles {a.tile} px, overlap {a.overlap} px", rows,
+               "big" if a.no_whole else "whole")
         results["stardist"] = rows
     if "cellpose" not in a.skip:
         cp_dir = work / "cp"
