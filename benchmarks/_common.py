@@ -50,6 +50,8 @@ def run_child(script: Path, args: list[str], timeout: float = 900) -> dict:
 def emit(result: dict) -> None:
     """Print a child's result as the last JSON line of its stdout."""
     result["rss_mb"] = round(child_peak_rss_mb(), 1)
+    # the largest of this process's own finished children (e.g. dask workers), if any
+    result["own_children_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     print(json.dumps(result), flush=True)
 
 

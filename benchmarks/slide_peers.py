@@ -129,7 +129,8 @@ def _opsef(a, backend: str, model: str) -> dict:
            "outputs": {"labels_format": "ome-zarr", "measurements": False, "overlays": False, "montage": False}}
     _warm(backend)
     t0 = time.perf_counter()
-    run = execute(config_from_dict(cfg), out=Path(a.out).parent / f"runs_{backend}", progress=False)
+    run = execute(config_from_dict(cfg), out=Path(a.out).parent / f"runs_{backend}", progress=False,
+                  workers=a.workers)
     seconds = time.perf_counter() - t0
     summary = pd.read_csv(run / "summary.csv")
     if summary["status"].iloc[0] != "done":
@@ -141,6 +142,11 @@ def _opsef(a, backend: str, model: str) -> dict:
 
 
 def role_sd_opsef(a) -> dict:
+    return _opsef(a, "stardist", "stardist2d_demo")
+
+
+def role_sd_opsef_dask(a) -> dict:
+    """The same run with its tiles as tasks on a local cluster of ``--workers`` single-threaded workers."""
     return _opsef(a, "stardist", "stardist2d_demo")
 
 
@@ -209,7 +215,7 @@ def role_cp_opsef(a) -> dict:
     return _opsef(a, "cellpose", "cellpose_demo")
 
 
-ROLES = {"sd_whole": role_sd_whole, "sd_big": role_sd_big, "sd_opsef": role_sd_opsef,
+ROLES = {"sd_whole": role_sd_whole, "sd_big": role_sd_big, "sd_opsef": role_sd_opsef, "sd_opsef_dask": role_sd_opsef_dask,
          "cp_whole": role_cp_whole, "cp_distributed": role_cp_distributed, "cp_opsef": role_cp_opsef}
 
 
@@ -233,7 +239,8 @@ def _run(role: str, image: Path, out: Path, a) -> dict:
     try:
         return run_child(me, ["--role", role, "--image", str(image), "--out", str(out), "--tile",
                               str(a.tile if not role.startswith("cp") else a.cellpose_tile),
-                              "--overlap", str(a.overlap)], timeout=5400)
+                              "--overlap", str(a.overlap),
+                              "--workers", str(a.workers if role.endswith("_dask") else 1)], timeout=5400)
     except RuntimeError as exc:
         return {"error": str(exc).strip().splitlines()[-1]}
 
@@ -260,6 +267,8 @@ def _print(title: str, rows: dict, ref: str = "whole") -> None:
             continue
         print(f"{name:<14}{r['seconds']:>9.1f}{r['rss_mb']:>14.0f}{r['n_objects']:>9}"
               f"{r.get('f1', float('nan')):>17.5f}{r.get('split', 0):>7}{r.get('merged', 0):>8}")
+        if name.endswith("_dask") and r.get("own_children_rss_mb"):
+            print(f"{'':<14}(driver above; each dask worker peaked at most {r['own_children_rss_mb']:.0f} MiB)")
 
 
 def main(argv=None) -> int:
@@ -271,6 +280,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cellpose-size", type=int, default=2048)
     ap.add_argument("--cellpose-tile", type=int, default=512)
     ap.add_argument("--skip", choices=["stardist", "cellpose"], action="append", default=[])
+    ap.add_argument("--workers", type=int, default=1,
+                    help="also run opsef's StarDist path with its tiles on this many dask workers (> 1)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
     ap.add_argument("--image", help=argparse.SUPPRESS)
@@ -284,7 +295,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}")
     print(f"command: python benchmarks/slide_peers.py --size {a.size} --tile {a.tile} --overlap {a.overlap}"
-          f"{' --no-whole' if a.no_whole else ''} --cellpose-size {a.cellpose_size} --cellpose-tile {a.cellpose_tile}"
+          f"{' --no-whole' if a.no_whole else ''}{f' --workers {a.workers}' if a.workers > 1 else ''} --cellpose-size {a.cellpose_size} --cellpose-tile {a.cellpose_tile}"
           + "".join(f" --skip {s}" for s in a.skip))
     results = {}
     if "stardist" not in a.skip:
@@ -295,7 +306,8 @@ def main(argv=None) -> int:
             info = make_nuclei_tiff(image, a.size, tile=512)
             print(f"stardist image: {a.size}² uint16, {info['n_nuclei']} nuclei")
         rows = {}
-        for role in (["sd_whole"] if not a.no_whole else []) + ["sd_big", "sd_opsef"]:
+        for role in (["sd_whole"] if not a.no_whole else []) + ["sd_big", "sd_opsef"] \
+                + (["sd_opsef_dask"] if a.workers > 1 else []):
             rows[role] = _run(role, image, work / f"{role}.zarr", a)
         _compare(rows, "sd_whole", work)
         if a.no_whole:
