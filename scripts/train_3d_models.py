@@ -1,27 +1,43 @@
 #!/usr/bin/env python
 """Train the 3D demo models ``models/stardist3d_demo`` and ``models/unet3d_demo`` and score them held out.
 
-Data: ``demo_data/spheroid_clearing/{cleared,noncleared}`` (4 synthetic stacks, 32x128x128, Z step
-4x the pixel size).  The held-out stack is ``noncleared/spheroid_00`` — the validation stack of
-both trainers' seeded split (``opsef_core.train.data.split_indices`` with seed 0 and
-``val_fraction`` 0.25; the script checks that the split gives it), which the models never train
-on; it chooses the best epoch (and, for StarDist, the probability/NMS thresholds), as in the
-bundled demo models before.  The other three stacks are the training data.
+Data: stacks drawn like the demo's clearing stacks by :mod:`opsef_core.testing.spheroid3d` (the
+demo generator's ``make_spheroid``: 32x128x128, Z step 4x the pixel size, nuclei spanning 3-4
+slices, cleared or non-cleared depth attenuation), from seeds the demo data never used:
+``GEN_TRAIN`` (24 stacks, conditions alternating) plus the three demo training stacks
+``DEMO_TRAIN`` train, one generated non-cleared stack ``GEN_VAL`` validates (best epoch; StarDist's
+probability threshold).  The pairs are ordered so that the trainers' seeded split
+(``opsef_core.train.data.split_indices``) gives exactly that validation stack (checked).  The
+held-out stack ``demo_data/spheroid_clearing/noncleared/spheroid_00`` is neither trained nor
+validated on.
 
 Each model is trained with the public trainers (:func:`opsef_core.train.unet.train_unet`,
-:func:`opsef_core.train.stardist.train_stardist`) into a temporary folder, scored on the
-held-out stack through its segmenter backend (the run engine's way: ``unet`` with its default
-decoding, ``stardist`` with the tuned thresholds) — F1 at IoU 0.5, one-to-one Hungarian matching
-(:func:`opsef_core.evaluate.match`) — and the score goes into its ``training.json`` as
-``heldout`` (with ``targets``).  With ``--replace`` the bundled model is replaced only when the
-new one scores better on the held-out stack.
+:func:`opsef_core.train.stardist.train_stardist`) into a temporary folder, on one thread, scored
+on the held-out stack through its segmenter backend (the run engine's way: ``unet`` with its
+default decoding, ``stardist`` with the tuned thresholds) — F1 at IoU 0.5, one-to-one Hungarian
+matching (:func:`opsef_core.evaluate.match`) — and the score goes into its ``training.json`` as
+``heldout`` (with ``targets``, and the training data as ``training_data``).  With ``--replace``
+the bundled model is replaced only when the new one scores better on the held-out stack; then run
+``opsef models cards``.
 
-Status (issue 14, part 2, open): neither model reaches the target yet.  Held-out F1@0.5 of the
-bundled models: StarDist 3D 0.543, 3D U-Net 0.275 (decoding defaults; the best decoding
-thresholds on that stack give only ~0.45).  The experimental ``--inplane`` U-Net recipe
-(boundaries per slice, because the 3D inner boundary covers ~80 % of these 3-4-slice nuclei)
-reached 0.173 in 292 s of training and was not kept; StarDist with 40 epochs did not finish in
-the time available on the shared machine.
+Recipes and held-out F1@0.5 (issue 14, part 2; target 0.7):
+
+- StarDist 3D (``STARDIST3D``): 48 anisotropic golden-spiral rays, grid 1x2x2, U-Net depth 2 /
+  16 filters, 36 epochs x 20 steps of 2 patches 32x64x64, learning rate 1e-3 (halved on
+  plateaus), threshold search with one NMS threshold (0.3), IoU 0.5 and 12 golden-section steps
+  (StarDist's default search, 3 NMS x 20 steps of 3D NMS, takes ~20 min on one thread).
+  633 s on one thread; held-out 0.881 (was 0.543); FUCCI demo stack (``configs/fucci_3d.json``
+  entry) 0.98.
+- 3D U-Net (``UNET3D``): ``3class``, 3D inner boundaries, inverse-frequency loss weights, depth 2,
+  16 filters, patches 16x64x64, at most 540 s.  Held-out 0.376 (was 0.275), FUCCI demo stack 0.88
+  (was 0.83): better, still below the target.
+
+What did not work for the U-Net (all on the generated stacks, same time budget):
+``boundary="anisotropic"`` targets (boundaries in each YX slice plus the Z faces between touching
+nuclei; decoding the exact targets gives F1 0.97 on the held-out truth against 0.86 for the 3D
+boundaries) reached 0.492 with inverse-frequency weights and 0.546 with loss weights (3, 3, 1),
+but only 0.685 and 0.01 on the FUCCI demo stack (Z step 1 µm), whose notebook expects >= 0.7; on
+the demo stacks alone, more epochs (0.275) and in-plane boundaries (0.173).
 
 Usage::
 
@@ -37,14 +53,14 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from opsef_core.record import atomic_write_json  # noqa: E402 (after the repository is on sys.path)
 
 log = logging.getLogger("train_3d_models")
 
@@ -55,161 +71,81 @@ TARGETS = {"f1@0.5": 0.7}
 SEED = 0
 #: one thread: on a shared 2-core machine it trains several times faster than two
 THREADS = 1
-UNET3D = dict(epochs=80, patch_size=(16, 64, 64), batch_size=2, val_fraction=0.25, seed=SEED, patience=25,
-              learning_rate=5e-3, depth=2, filters=8, steps_per_epoch=10, normalize=(1.0, 99.8), max_time_s=540.0,
-              augmentation={"flips": True, "rotations90": True, "intensity_scale": (0.8, 1.2), "gaussian_noise": 0.0,
-                            "poisson_noise": False, "probability": 0.5})
-STARDIST3D = dict(dims=3, n_rays=48, grid=(1, 2, 2), epochs=40, steps_per_epoch=15, patch_size=(32, 64, 64),
-                  val_fraction=0.25, seed=SEED, overwrite=True, unet_n_depth=2, unet_n_filter_base=16,
-                  train_batch_size=2, train_reduce_lr={"factor": 0.5, "patience": 10, "min_delta": 0})
+#: generated training stacks (opsef_core.testing.spheroid3d, base seed TRAIN_SEED; conditions alternate)
+GEN_TRAIN = tuple(range(24))
+#: generated validation stack (best epoch, StarDist thresholds): non-cleared, like the held-out stack
+GEN_VAL = (900,)
+VAL_CONDITIONS = ("noncleared",)
+#: the demo stacks trained on besides the generated ones (never the held-out stack)
+DEMO_TRAIN = ("cleared/spheroid_00", "cleared/spheroid_01", "noncleared/spheroid_01")
+UNET3D = dict(variant="3class", dims=3, boundary="3d", loss_weights=None, epochs=25,
+              patch_size=(16, 64, 64), batch_size=2, seed=SEED, patience=15, learning_rate=3e-3, depth=2,
+              filters=16, steps_per_epoch=40, device="cpu", max_time_s=540.0,
+              augmentation={"flips": True, "rotations90": True, "intensity_scale": (0.8, 1.2),
+                            "gaussian_noise": 0.0, "poisson_noise": False, "probability": 0.5})
+STARDIST3D = dict(dims=3, n_rays=48, grid=(1, 2, 2), epochs=36, steps_per_epoch=20, patch_size=(32, 64, 64),
+                  seed=SEED, overwrite=True, patience=15, learning_rate=1e-3, unet_n_depth=2,
+                  unet_n_filter_base=16, train_batch_size=2,
+                  train_reduce_lr={"factor": 0.5, "patience": 8, "min_delta": 0},
+                  # 3D NMS is slow on one thread (~10 s a stack): one NMS threshold, the F1 IoU, 12 steps
+                  threshold_search={"nms_threshs": [0.3], "iou_threshs": [0.5],
+                                    "optimize_kwargs": {"maxiter": 12}})
 MODELS = {"unet3d": ("unet", "unet3d_demo"), "stardist3d": ("stardist", "stardist3d_demo")}
 
 
-def inplane_targets(labels: np.ndarray) -> np.ndarray:
-    """3-class targets with boundaries found slice by slice (in YX only): 0, 1 boundary, 2 interior.
+def training_data() -> dict:
+    """What the models train and validate on, for ``training.json`` (``training_data``)."""
+    from opsef_core.testing import spheroid3d
 
-    The stacks are anisotropic (Z step 4.3x the pixel size; nuclei span 3-4 slices), so the 3D
-    inner boundary of ``opsef_core.train.unet.make_targets`` covers ~80 % of every nucleus and
-    leaves almost no interior to seed the watershed; in-plane boundaries leave the interior
-    that the ``unet`` backend's decoding (interior seeds, 3D face connectivity) needs.
-    """
-    from skimage.segmentation import find_boundaries
-
-    lab = np.asarray(labels)
-    t = (lab > 0).astype(np.int64) * 2
-    for z in range(lab.shape[0]):
-        t[z][find_boundaries(lab[z], mode="inner") & (lab[z] > 0)] = 1
-    return t
+    return {"generated_train": spheroid3d.describe(GEN_TRAIN),
+            "generated_validation": spheroid3d.describe(GEN_VAL, conditions=VAL_CONDITIONS),
+            "demo_train": [f"demo_data/spheroid_clearing/{n}" for n in DEMO_TRAIN],
+            "heldout": f"demo_data/spheroid_clearing/{HELDOUT} (never trained or validated on)"}
 
 
-def train_unet3d_inplane(pairs, out_dir: Path, recipe: dict) -> Path:
-    """Train the 3D ``3class`` U-Net on :func:`inplane_targets` (weighted cross entropy, Adam, cosine).
+def clearing_pairs(names=DEMO_TRAIN):
+    """Demo clearing stacks as training pairs named ``<condition>/<stack>``."""
+    import tifffile
 
-    Patches are drawn from the training stacks and augmented with
-    :func:`opsef_core.train.data.augment` (flips, 90° rotations in YX, intensity scaling); the
-    weights with the lowest validation loss (whole held-out stack) are kept, within
-    ``max_time_s``.  Writes ``config.json``, ``weights.pt`` (:func:`opsef_core.unet.io.save_unet`)
-    and ``training.json`` in the format of the other U-Net models.
-    """
-    import math
-    from datetime import datetime
+    from opsef_core.train.data import TrainingPairs
 
-    import torch
-    from tqdm.auto import tqdm
-
-    from opsef_core.segment.unet_backend import normalize_percentile
-    from opsef_core.train.data import Augmentation, EarlyStopping, augment, split_indices, training_provenance
-    from opsef_core.train.unet import class_weights
-    from opsef_core.unet.io import save_unet
-    from opsef_core.unet.model import build_unet, count_parameters, pad_to_multiple
-
-    r = recipe
-    t0 = time.perf_counter()
-    torch.set_num_threads(THREADS)
-    torch.manual_seed(r["seed"])
-    rng = np.random.default_rng(r["seed"])
-    train_idx, val_idx = split_indices(len(pairs), r["val_fraction"], r["seed"])
-    images = [normalize_percentile(im, *r["normalize"]) for im in pairs.images]
-    targets = [inplane_targets(lab) for lab in pairs.labels]
-    weights = class_weights([targets[i] for i in train_idx])
-    aug = Augmentation(**r["augmentation"])
-    mult = 2 ** r["depth"]
-    patch = tuple(int(math.ceil(p / mult) * mult) for p in r["patch_size"])
-    net = build_unet(dims=3, variant="3class", in_channels=1, depth=r["depth"], filters=r["filters"])
-    opt = torch.optim.Adam(net.parameters(), lr=r["learning_rate"])
-    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(weights))
-    total = r["epochs"] * r["steps_per_epoch"]
-
-    def set_lr(step: int) -> None:
-        done = max(step / total, (time.perf_counter() - t0) / r["max_time_s"])
-        for g in opt.param_groups:
-            g["lr"] = r["learning_rate"] * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
-
-    def crop(img, tgt):
-        start = [int(rng.integers(0, max(1, s - p + 1))) for s, p in zip(tgt.shape, patch)]
-        sl = tuple(slice(a, a + p) for a, p in zip(start, patch))
-        return img[sl], tgt[sl]
-
-    history, stop = [], EarlyStopping(r["patience"], max_time_s=r["max_time_s"], t0=t0)
-    for epoch in tqdm(range(r["epochs"]), desc="3D U-Net epochs"):
-        net.train()
-        losses = []
-        for i in range(r["steps_per_epoch"]):
-            set_lr(epoch * r["steps_per_epoch"] + i)
-            xs, ys = [], []
-            for _ in range(r["batch_size"]):
-                k = train_idx[int(rng.integers(len(train_idx)))]
-                x, y = augment(*crop(images[k], targets[k]), rng, aug)
-                xs.append(np.ascontiguousarray(x))
-                ys.append(np.ascontiguousarray(y))
-            loss = loss_fn(net(torch.from_numpy(np.stack(xs)[:, None].astype(np.float32))),
-                           torch.from_numpy(np.stack(ys).astype(np.int64)))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        net.eval()
-        with torch.no_grad():
-            vl = 0.0
-            for k in val_idx:
-                x, _ = pad_to_multiple(images[k], mult, range(3))
-                y, _ = pad_to_multiple(targets[k], mult, range(3))
-                vl += float(loss_fn(net(torch.from_numpy(x[None, None].astype(np.float32))),
-                                    torch.from_numpy(y[None].astype(np.int64))))
-            vl /= len(val_idx)
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": vl,
-                        "wall_s": round(time.perf_counter() - t0, 2)})
-        log.info("epoch %d: train %.4f val %.4f", epoch + 1, history[-1]["train_loss"], vl)
-        if stop.step(vl, net):
-            break
-    best, best_state, stopped = stop.best, stop.best_state, stop.stopped
-    wall = time.perf_counter() - t0
-    record = {
-        "params": {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in r.items()},
-                   "patch_size": list(patch), "targets": "3class with in-plane (YX) boundaries",
-                   "lr_schedule": "cosine to 5 % over the steps or max_time_s, whichever ends first",
-                   "device": "cpu", "threads": THREADS},
-        "train_names": [pairs.names[i] for i in train_idx],
-        "val_names": [pairs.names[i] for i in val_idx],
-        "class_weights": weights.tolist(),
-        "history": history,
-        "best_epoch": int(np.argmin([h["val_loss"] for h in history]) + 1),
-        "best_val_loss": best,
-        "stopped_by": stopped,
-        "wall_time_s": round(wall, 2),
-        "n_parameters": count_parameters(net),
-        **training_provenance(("torch", "numpy", "scikit-image", "scipy")),
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    config = {"format": "opsef-unet", "format_version": 1, "variant": "3class", "dims": 3, "depth": r["depth"],
-              "filters": r["filters"], "in_channels": 1, "classes": ["background", "boundary", "interior"],
-              "normalize": list(r["normalize"]),
-              "training": {k: record[k] for k in ("best_epoch", "best_val_loss", "wall_time_s", "train_names",
-                                                  "val_names", "finished")} | {"seed": r["seed"]}}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_unet(out_dir, best_state, config)
-    (out_dir / "training.json").write_text(json.dumps(record, indent=2))
-    return out_dir
+    images = [tifffile.imread(DATA / n.split("/")[0] / "images" / f"{n.split('/')[1]}.tif") for n in names]
+    labels = [tifffile.imread(DATA / n.split("/")[0] / "labels" / f"{n.split('/')[1]}.tif") for n in names]
+    return TrainingPairs(images, labels, list(names))
 
 
-def clearing_pairs():
-    """The four clearing stacks as training pairs named ``<condition>/<stack>``."""
-    from opsef_core.train.data import TrainingPairs, load_pairs
+def training_pairs(val_fraction: float, seed: int):
+    """Generated + demo training stacks and generated validation stacks, in the order that the
+    trainers' seeded split (``split_indices(n, val_fraction, seed)``) gives exactly the validation
+    stacks; the held-out stack is in neither."""
+    from opsef_core.testing import spheroid3d
+    from opsef_core.train.data import TrainingPairs, split_indices
 
-    parts = [load_pairs(DATA / c / "images", DATA / c / "labels") for c in ("cleared", "noncleared")]
-    return TrainingPairs([np.asarray(i) for p in parts for i in p.images],
-                         [np.asarray(lab) for p in parts for lab in p.labels],
-                         [f"{c}/{n}" for c, p in zip(("cleared", "noncleared"), parts) for n in p.names])
+    train = spheroid3d.make_pairs(GEN_TRAIN)
+    demo = clearing_pairs()
+    val = spheroid3d.make_pairs(GEN_VAL, conditions=VAL_CONDITIONS)
+    trn = TrainingPairs(train.images + demo.images, train.labels + demo.labels, train.names + demo.names)
+    n = len(trn) + len(val)
+    t_idx, v_idx = split_indices(n, val_fraction, seed)
+    if len(v_idx) != len(val):
+        raise SystemExit(f"val_fraction {val_fraction} holds out {len(v_idx)} of {n} stacks, not {len(val)}")
+    order = [None] * n
+    for k, i in enumerate(t_idx):
+        order[i] = ("t", k)
+    for k, i in enumerate(v_idx):
+        order[i] = ("v", k)
+    src = {"t": trn, "v": val}
+    pairs = TrainingPairs([src[s].images[k] for s, k in order], [src[s].labels[k] for s, k in order],
+                          [src[s].names[k] for s, k in order])
+    got = [pairs.names[i] for i in split_indices(n, val_fraction, seed)[1]]
+    if got != val.names or HELDOUT in pairs.names:
+        raise SystemExit(f"the seeded split validates on {got}, not {val.names}")
+    return pairs
 
 
-def check_split(pairs, val_fraction: float, seed: int) -> None:
-    """The trainers' validation split must be exactly the held-out stack."""
-    from opsef_core.train.data import split_indices
-
-    _, val = split_indices(len(pairs), val_fraction, seed)
-    got = [pairs.names[i] for i in val]
-    if got != [HELDOUT]:
-        raise SystemExit(f"the seeded split holds out {got}, not [{HELDOUT!r}]: change the seed")
+def val_fraction() -> float:
+    """The validation fraction that holds out ``len(GEN_VAL)`` of all the stacks."""
+    return len(GEN_VAL) / (len(GEN_TRAIN) + len(DEMO_TRAIN) + len(GEN_VAL))
 
 
 def score_heldout(backend: str, model_dir: Path) -> dict:
@@ -240,28 +176,27 @@ def record_heldout(model_dir: Path, backend: str) -> dict:
     rec = json.loads(path.read_text())
     rec["heldout"] = score
     rec["targets"] = TARGETS
-    path.write_text(json.dumps(rec, indent=2))
+    atomic_write_json(path, rec)
     log.info("%s: held-out F1@0.5 %.3f (%d tp, %d fp, %d fn)", model_dir.name, score["f1@0.5"], score["tp"],
              score["fp"], score["fn"])
     return score
 
 
-def train_one(which: str, out_dir: Path, inplane: bool = False) -> Path:
-    """Train one model into ``out_dir`` (replaced) and record its held-out score."""
-    pairs = clearing_pairs()
+def train_one(which: str, out_dir: Path) -> Path:
+    """Train one model into ``out_dir`` (replaced) and record its training data and held-out score."""
     backend, _ = MODELS[which]
+    vf = val_fraction()
+    pairs = training_pairs(vf, SEED)
     t0 = time.perf_counter()
-    if which == "unet3d" and inplane:
-        check_split(pairs, UNET3D["val_fraction"], UNET3D["seed"])
-        train_unet3d_inplane(pairs, out_dir, UNET3D)
-    elif which == "unet3d":  # the bundled demo's recipe (opsef_core.train.unet.DEMO_TRAINING_3D)
+    if which == "unet3d":
         import torch
 
-        from opsef_core.train.unet import DEMO_TRAINING_3D, train_unet
+        from opsef_core.train.data import Augmentation
+        from opsef_core.train.unet import train_unet
 
         torch.set_num_threads(THREADS)
-        check_split(pairs, DEMO_TRAINING_3D["val_fraction"], DEMO_TRAINING_3D["seed"])
-        train_unet(pairs, out_dir, **DEMO_TRAINING_3D)
+        recipe = dict(UNET3D, augmentation=Augmentation(**UNET3D["augmentation"]))
+        train_unet(pairs, out_dir, val_fraction=vf, **recipe)
     else:
         import tensorflow as tf
 
@@ -269,10 +204,18 @@ def train_one(which: str, out_dir: Path, inplane: bool = False) -> Path:
 
         tf.config.threading.set_intra_op_parallelism_threads(THREADS)
         tf.config.threading.set_inter_op_parallelism_threads(THREADS)
-
-        check_split(pairs, STARDIST3D["val_fraction"], STARDIST3D["seed"])
-        train_stardist(pairs, out_dir, **STARDIST3D)
+        train_stardist(pairs, out_dir, val_fraction=vf, **STARDIST3D)
     log.info("trained %s in %.0f s", which, time.perf_counter() - t0)
+    path = out_dir / "training.json"
+    rec = json.loads(path.read_text())
+    rec["training_data"] = training_data()
+    rec["params"]["training_data"] = rec["training_data"]  # the card shows the params
+    rec["params"]["threads"] = THREADS
+    # the model card's data section: the generated stacks are not files; pixel size of the demo stacks
+    rec["data"] = {"images": "opsef_core.testing.spheroid3d (generated) + demo_data/spheroid_clearing",
+                   "labels": "the generator's labels + demo_data/spheroid_clearing/*/labels",
+                   "pixel_size": {"Z": 2.0, "Y": 0.5, "X": 0.5}}
+    atomic_write_json(path, rec)
     record_heldout(out_dir, backend)
     return out_dir
 
@@ -291,8 +234,6 @@ def main(argv=None) -> int:
     ap.add_argument("--which", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
     ap.add_argument("--replace", action="store_true", help="replace the bundled model when the new one is better")
     ap.add_argument("--score-only", action="store_true", help="only (re-)record the bundled models' held-out scores")
-    ap.add_argument("--inplane", action="store_true",
-                    help="unet3d: the experimental in-plane-boundary recipe (UNET3D) instead of the demo recipe")
     ap.add_argument("--work", type=Path, default=None, help="folder for the new models (default: a temporary one)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -303,7 +244,7 @@ def main(argv=None) -> int:
             record_heldout(bundled, backend)
             continue
         work = args.work or Path(tempfile.mkdtemp(prefix=f"opsef_{which}_"))
-        new = train_one(which, work / name, inplane=args.inplane)
+        new = train_one(which, work / name)
         new_f1, old_f1 = json.loads((new / "training.json").read_text())["heldout"]["f1@0.5"], bundled_score(name)
         print(f"{which}: new held-out F1@0.5 {new_f1:.3f}, bundled {old_f1:.3f} -> {new}")
         if args.replace and new_f1 > old_f1:

@@ -176,7 +176,8 @@ def test_nms_reuse_with_tied_probabilities_equals_stardist():
 @pytest.mark.slow
 def test_demo3d_model_on_spheroid_stack():
     # the stack held out from training (recorded as "<condition>/<stem>" in training.json)
-    held_out = json.loads((MODELS / "stardist3d_demo" / "training.json").read_text())["validation"][0]
+    rec = json.loads((MODELS / "stardist3d_demo" / "training.json").read_text())
+    held_out = rec["heldout"]["stack"] if "heldout" in rec else rec["validation"][0]
     cond, stem = held_out.split("/")
     path = SPHEROID / cond / "images" / f"{stem}.tif"
     img = tifffile.imread(path)

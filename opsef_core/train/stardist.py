@@ -84,6 +84,7 @@ def train_stardist(
     init: str | Path | None = None,
     learning_rate: float | None = None,
     batch_size: int | None = None,
+    threshold_search: dict | None = None,
     **config,
 ) -> Path:
     """Train a StarDist model from scratch, or fine-tune one (``init``), and write its folder.
@@ -132,6 +133,10 @@ def train_stardist(
         Adam learning rate (``train_learning_rate``; StarDist's default 3e-4).
     batch_size : int, optional
         Patches per step (``train_batch_size``; StarDist's default 4).
+    threshold_search : dict, optional
+        Keyword arguments of StarDist's ``optimize_thresholds`` (``nms_threshs``,
+        ``iou_threshs``, ``optimize_kwargs``), e.g. a shorter search for 3D models, whose NMS
+        is slow; default StarDist's search.  Recorded in ``training.json``.
     **config
         Further ``Config2D``/``Config3D`` fields (``unet_n_depth``,
         ``unet_n_filter_base``, ``train_reduce_lr``, ...).  ``initial_weights`` is the
@@ -273,7 +278,7 @@ def train_stardist(
                                epochs=epochs, steps_per_epoch=steps_per_epoch, seed=seed)
             thresholds = None
             if optimize_thresholds:
-                thresholds = model.optimize_thresholds(X_val, Y_val)
+                thresholds = model.optimize_thresholds(X_val, Y_val, **(threshold_search or {}))
             else:
                 thresholds = {"prob": float(model.thresholds.prob), "nms": float(model.thresholds.nms)}
             Y_pred = [model.predict_instances(x, show_tile_progress=False)[0] for x in X_val]
@@ -291,6 +296,7 @@ def train_stardist(
             "params": {"n_rays": n_rays, "grid": list(grid), "epochs": epochs, "steps_per_epoch": steps_per_epoch,
                        "patch_size": list(patch_size), "val_fraction": val_fraction, "early_stopping": early_stopping,
                        "patience": patience, "optimize_thresholds": optimize_thresholds,
+                       "threshold_search": threshold_search,
                        "init": None if init is None else str(init), "seed": seed,
                        "learning_rate": float(model.config.train_learning_rate),
                        "batch_size": int(model.config.train_batch_size),

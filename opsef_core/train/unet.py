@@ -4,7 +4,10 @@ Targets come from the instance labels:
 
 - ``3class``: background 0, boundary 1 (:func:`skimage.segmentation.find_boundaries`
   with ``mode="inner"``), interior 2; loss = cross entropy weighted by inverse
-  class frequency (background dominates), weights normalised to mean 1, capped at 10;
+  class frequency (background dominates), weights normalised to mean 1, capped at 10.
+  ``boundary="anisotropic"`` (3D stacks with few slices per object): the boundary is found in
+  each YX slice, plus the faces along Z where two objects touch, so that thin objects keep an
+  interior to seed them (the 3D inner boundary covers most of a 3-4-slice nucleus);
 - ``distance``: per-object Chebyshev (chessboard) distance to the background
   (:func:`scipy.ndimage.distance_transform_cdt`, each object alone, so touching
   objects are separated); loss = mean squared error.
@@ -54,7 +57,8 @@ def _per_object_cdt(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def make_targets(labels: np.ndarray, variant: str) -> np.ndarray:
+def make_targets(labels: np.ndarray, variant: str, *,
+                 boundary: Literal["3d", "anisotropic"] = "3d") -> np.ndarray:
     """Training target of one label image.
 
     Parameters
@@ -62,6 +66,9 @@ def make_targets(labels: np.ndarray, variant: str) -> np.ndarray:
     labels : ndarray of int
         Instance labels (``YX`` or ``ZYX``).
     variant : {"3class", "distance"}
+    boundary : {"3d", "anisotropic"}
+        ``3class``: the inner boundary in all axes (``"3d"``), or (``ZYX`` labels) in each YX
+        slice plus the Z faces between touching objects (``"anisotropic"``).
 
     Returns
     -------
@@ -72,9 +79,19 @@ def make_targets(labels: np.ndarray, variant: str) -> np.ndarray:
     from skimage.segmentation import find_boundaries
 
     labels = np.asarray(labels)
+    if boundary not in ("3d", "anisotropic"):
+        raise ConfigError(f"unknown boundary {boundary!r}; use '3d' or 'anisotropic'")
     if variant == "3class":
         t = (labels > 0).astype(np.int64) * 2
-        t[find_boundaries(labels, mode="inner") & (labels > 0)] = 1
+        if boundary == "3d" or labels.ndim != 3:
+            t[find_boundaries(labels, mode="inner") & (labels > 0)] = 1
+            return t
+        for z in range(labels.shape[0]):
+            t[z][find_boundaries(labels[z], mode="inner") & (labels[z] > 0)] = 1
+        lo, hi = labels[:-1], labels[1:]
+        touch = (lo != hi) & (lo > 0) & (hi > 0)
+        t[:-1][touch] = 1
+        t[1:][touch] = 1
         return t
     if variant == "distance":
         return _per_object_cdt(labels.astype(np.int64))
@@ -122,6 +139,8 @@ def train_unet(
     device: str = "auto",
     max_time_s: float | None = None,
     init: str | Path | None = None,
+    boundary: Literal["3d", "anisotropic"] = "3d",
+    loss_weights: tuple[float, float, float] | None = None,
     **deprecated,
 ) -> Path:
     """Train a U-Net from scratch, or fine-tune one (``init``), and write a model folder.
@@ -171,6 +190,12 @@ def train_unet(
         :func:`opsef_core.train.data.resolve_init`): its architecture, variant, dims and
         normalisation are kept and its weights are the starting point.  Recorded in
         ``training.json`` (``init``: name, path, sha256).
+    boundary : {"3d", "anisotropic"}
+        ``3class`` targets' boundary (see :func:`make_targets`); recorded in the config.
+    loss_weights : (float, float, float), optional
+        ``3class``: cross-entropy weights of background, boundary and interior (normalised to
+        mean 1); default the inverse class frequencies of :func:`class_weights`.  The weights
+        shift the predicted probabilities that the backend's decoding thresholds.
     **deprecated
         Old names, accepted with a ``DeprecationWarning``: ``lr`` (``learning_rate``),
         ``early_stopping_patience`` (``patience``).
@@ -236,7 +261,7 @@ def train_unet(
     dev = resolve_device(device, "torch")
     train_idx, val_idx = split_indices(len(pairs), val_fraction, seed)
     images = [normalize_percentile(im, *normalize) for im in pairs.images]
-    targets = [make_targets(lab, variant) for lab in pairs.labels]
+    targets = [make_targets(lab, variant, boundary=boundary) for lab in pairs.labels]
     train_i = [images[i] for i in train_idx]
     train_t = [targets[i] for i in train_idx]
     if steps_per_epoch is None:
@@ -250,7 +275,13 @@ def train_unet(
     opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=learning_rate * 0.05)
     if variant == "3class":
-        weights = class_weights(train_t)
+        if loss_weights is None:
+            weights = class_weights(train_t)
+        else:
+            weights = np.asarray(loss_weights, np.float32)
+            if weights.shape != (3,) or not (weights > 0).all():
+                raise ConfigError(f"loss_weights must be 3 positive numbers, got {loss_weights}")
+            weights = weights / weights.mean()
         loss_fn = torch.nn.CrossEntropyLoss(weight=torch.from_numpy(weights).to(dev))
     else:
         weights = None
@@ -311,7 +342,8 @@ def train_unet(
               "augmentation": aug.model_dump(mode="json"), "patience": patience,
               "learning_rate": learning_rate, "init": None if init is None else str(init), "depth": depth,
               "filters": filters, "normalize": list(normalize),
-              "steps_per_epoch": steps_per_epoch, "device": dev, "max_time_s": max_time_s}
+              "steps_per_epoch": steps_per_epoch, "device": dev, "max_time_s": max_time_s,
+              "boundary": boundary, "loss_weights": None if loss_weights is None else list(loss_weights)}
     record = {
         "backend": "unet",
         "dims": dims,
@@ -333,6 +365,7 @@ def train_unet(
               "depth": depth, "filters": filters, "in_channels": 1,
               "classes": ["background", "boundary", "interior"] if variant == "3class" else ["distance"],
               "normalize": list(normalize),
+              **({"boundary": boundary} if variant == "3class" and boundary != "3d" else {}),
               "training": {k: record[k] for k in ("best_epoch", "best_val_loss", "wall_time_s", "train_names",
                                                   "val_names", "finished")} | {"seed": seed}}
     save_unet(out_dir, best_state, config)
