@@ -54,7 +54,8 @@ data: install
 
 ## Retrain the small demo models under models/ from demo_data/.
 models: install
-	$(BIN)/python scripts/train_demo_models.py
+	$(BIN)/python scripts/train_demo_models.py --only stardist2d --only cellpose --only unet
+	$(BIN)/python scripts/train_3d_models.py --replace
 	$(BIN)/python scripts/train_spheroid_model.py
 	$(BIN)/opsef models cards
 

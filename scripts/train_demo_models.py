@@ -9,6 +9,10 @@ Models (names as the segmenters find them under ``models/``):
 - ``unet2d_demo``     — opsef's 3-class U-Net on ``demo_data/nuclei2d``;
 - ``unet3d_demo``     — opsef's 3-class 3D U-Net on ``demo_data/spheroid_clearing``.
 
+The bundled 3D models come from ``scripts/train_3d_models.py`` (the same trainers on 24 more
+generated stacks, scored on a held-out stack; ``make models`` runs it); the ``stardist3d`` and
+``unet3d`` choices here keep the older recipes on the demo stacks alone.
+
 Each is trained by its trainer's ``train_demo_*`` function (the recipes live there,
 in :mod:`opsef_core.train.stardist`, :mod:`opsef_core.train.cellpose` and
 :mod:`opsef_core.train.unet`).  At the end the F1 at IoU 0.5 (pooled over the 8
