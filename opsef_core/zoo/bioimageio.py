@@ -494,15 +494,19 @@ def load_stardist_package(resolved):
 
 # ----------------------------------------------------------------------------- export helpers
 def _default_image(backend: str, card: dict, cfg: dict) -> Path | None:
-    """A demo image for the test tensors: the card's first validation image, else a bundled one."""
+    """A demo image for the test tensors: the card's first validation (else training) image that is
+    on disk (generated training data are not), else a bundled one."""
     root = _repo_root()
     data = card.get("training_data") or {}
-    images, val = data.get("images"), data.get("validation") or data.get("train") or []
-    if images and val:
-        name = Path(str(val[0]))
-        cand = root / images / name.parent / "images" / f"{name.name}.tif"
-        if cand.is_file():
-            return cand
+    # "images" names the data folder, or several sources joined by " + " (e.g. a generator + a folder)
+    folders = [root / part.strip() for part in str(data.get("images") or "").split(" + ")
+               if part.strip() and (root / part.strip()).is_dir()]
+    for entry in [*(data.get("validation") or []), *(data.get("train") or [])]:
+        name = Path(str(entry))
+        for folder in folders:
+            cand = folder / name.parent / "images" / f"{name.name}.tif"
+            if cand.is_file():
+                return cand
     if backend == "unet" and cfg.get("pipeline") is not None:
         cand = root / "demo_data" / "debris_brightfield" / "images" / "bf_t00.tif"
         return cand if cand.is_file() else None
