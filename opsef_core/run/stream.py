@@ -148,16 +148,14 @@ def _finish(ctx, res, store, info) -> tuple[np.ndarray, int]:
         out = ctx.run_dir / res.labels_filtered_path
         if out.exists():  # a resumed item redoes its own unfinished output
             shutil.rmtree(out)
-        raw = store
-        store = postprocess_tiles(raw, out, image, tiles, config.postprocess)
+        store, n_raw = postprocess_tiles(store, out, image, tiles, config.postprocess)
     cols = {**ctx.item.columns(), **res.combination.columns()}
     if "time_s" in (image.metadata or {}):
         cols["time_s"] = image.metadata["time_s"]
     table, n_objects = measure_tiles(store, image, tiles, extra=cols, channel_ratios=[
         tuple(r) for r in config.outputs.channel_ratios], measure=config.outputs.measurements)
     if config.postprocess is not None:
-        res.n_objects_filtered = n_objects
-        res.n_objects = int(sum(int(t.owned(np.asarray(raw[t.outer])).sum()) for t in tiles))
+        res.n_objects_filtered, res.n_objects = n_objects, n_raw
     else:
         res.n_objects = n_objects
     if table is not None:
@@ -185,7 +183,8 @@ def postprocess_tiles(raw, out, image, tiles, config):
     Each tile reads its outer region of ``raw``, post-processes the objects it owns
     (:func:`opsef_core.postprocess.postprocess_owned`: each object's whole-image fate) and writes
     them, with their filled holes, into ``out`` (built in a temporary folder, renamed when
-    complete).  Returns the new level 0.
+    complete).  Returns the new level 0 and the number of objects in ``raw`` (counted on the way:
+    each object once, by its owner).
 
     Raises
     ------
@@ -206,12 +205,15 @@ def postprocess_tiles(raw, out, image, tiles, config):
         raise SegmentationError(f"postprocess {', '.join(bad)} need(s) the whole label image, so they cannot run "
                                 "on a streamed (OME-Zarr) item: set outputs.labels_format 'tiff' or drop them")
     shape = tuple(raw.shape)
+    n_raw = 0
     writer = LabelPyramidWriter(out, shape, image.spatial_axes, image.pixel_size, chunks=tuple(raw.chunks))
     try:
         window = _WindowedOut(writer.array)
         for tile in tiles:
             lab = np.asarray(raw[tile.outer])
-            owned = tile.owned(lab)[lab]
+            owned_ids = tile.owned(lab)
+            n_raw += int(owned_ids.sum())
+            owned = owned_ids[lab]
             block = image.with_data(read_region(image.data, (Ellipsis, *tile.outer)))
             post = postprocess_owned(np.where(owned, lab, 0), block, config, origin=tile.origin, shape=shape)
             window.load(tile.outer)
@@ -224,7 +226,7 @@ def postprocess_tiles(raw, out, image, tiles, config):
     except BaseException:
         writer.abort()
         raise
-    return zarr.open_array(str(Path(out) / "s0"), mode="r")
+    return zarr.open_array(str(Path(out) / "s0"), mode="r"), n_raw
 
 
 def measure_tiles(store, image, tiles, *, extra: dict, channel_ratios=(), measure: bool = True):
