@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .errors import ConfigError
 
-__all__ = ["ItemResult", "get_client", "run_items", "iter_items", "worker_models"]
+__all__ = ["ItemResult", "get_client", "worker_environ", "run_items", "iter_items", "worker_models"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,38 @@ class ItemResult:
 #: environment of single-threaded worker processes (set before they start)
 WORKER_THREAD_ENV = {"OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1,
                      "TF_NUM_INTRAOP_THREADS": 1, "TF_NUM_INTEROP_THREADS": 1}
+
+
+#: distributed's default ``MALLOC_TRIM_THRESHOLD_`` for worker processes (``distributed.yaml``)
+_DASK_DEFAULT_TRIM = 65536
+
+
+def worker_environ(pre_spawn: dict, *, single: bool = True) -> dict:
+    """Environment of local worker processes: dask's pre-spawn settings, one thread, glibc's malloc.
+
+    distributed sets ``MALLOC_TRIM_THRESHOLD_=65536`` in its workers so that freed memory goes back
+    to the system.  Setting any glibc malloc threshold also turns off glibc's adaptive mmap threshold,
+    so every array over 128 KiB is mapped and unmapped anew: an opsef item (many image-sized
+    temporaries) then runs about 25 % slower than in a plain process (``benchmarks/RESULTS.md`` (c)).
+    That default is dropped here; a value the user configured (any other value) is kept.
+
+    Parameters
+    ----------
+    pre_spawn : dict
+        ``distributed.nanny.pre-spawn-environ`` from the dask config.
+    single : bool
+        Add :data:`WORKER_THREAD_ENV` (one thread per worker process).
+
+    Returns
+    -------
+    dict
+        The environment to set before the workers start.
+    """
+    env = {k: v for k, v in dict(pre_spawn).items()
+           if not (k == "MALLOC_TRIM_THRESHOLD_" and str(v) == str(_DASK_DEFAULT_TRIM))}
+    if single:
+        env.update(WORKER_THREAD_ENV)
+    return env
 
 
 @contextmanager
@@ -118,7 +150,7 @@ def get_client(workers: int | None = None, scheduler: str | None = None, threads
     # The nanny lets this process's environment override its pre-spawn settings (e.g. an
     # OMP_NUM_THREADS set here), so the values are also given as the workers' own environment.
     single = threads_per_worker == 1
-    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **(WORKER_THREAD_ENV if single else {})}
+    environ = worker_environ(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}, single=single)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=processes,
                                memory_limit=memory_limit, dashboard_address=None,

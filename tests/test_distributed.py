@@ -96,6 +96,23 @@ def test_bad_scheduler_address_is_config_error():
             pass
 
 
+def _worker_env():
+    return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+
+
+def test_workers_keep_glibc_malloc_adaptive_unless_configured(client):
+    """dask's MALLOC_TRIM_THRESHOLD_ default (which slows opsef items ~25 %) is dropped; a user's value is kept."""
+    import dask
+
+    assert dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"] == 65536
+    envs = list(client.run(_worker_env).values())
+    assert len(envs) == 2 and all(e == {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"} for e in envs)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 1 << 20}):
+        with get_client(workers=1) as c:
+            (env,) = c.run(_worker_env).values()
+    assert env == {"MALLOC_TRIM_THRESHOLD_": str(1 << 20), "OMP_NUM_THREADS": "1"}
+
+
 # ---------------------------------------------------------------------- the run engine on dask
 def _dataset(root, n=3, corrupt=False):
     import tifffile
