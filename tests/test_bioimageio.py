@@ -260,3 +260,62 @@ def test_packages_opsef_cannot_decode_or_of_another_backend_fail_clearly(package
         get_segmenter("stardist").describe_model({"model": str(packages("unet2d_demo"))})
     with pytest.raises(ModelNotFoundError, match="ModelNotFound|not a StarDist|backend 'unet'"):
         get_segmenter("stardist").load_model({"model": str(packages("unet2d_demo"))})
+
+
+# ------------------------------------------------------------------------------ opsef models: packages
+@pytest.mark.slow
+def test_packages_in_models_and_given_paths_are_listed_with_their_cards(packages, tmp_path, monkeypatch, caplog):
+    """A package zip under models/ (or given) is listed like a folder, with the card it carries."""
+    from opsef_core.zoo.cards import build_card
+    from opsef_core.zoo.listing import find_models, format_models
+
+    project = tmp_path / "models"
+    project.mkdir()
+    shutil.copy(packages("unet2d_demo"), project / "nuclei_pkg.zip")
+    (project / "broken.zip").write_bytes(b"PK\x03\x04 not really a zip")
+
+    def strip(rdf):
+        rdf["config"].pop("opsef")
+        return rdf
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    foreign = _rewrite_rdf(packages("stardist2d_demo"), elsewhere / "foreign_sd.zip", strip)
+    monkeypatch.setenv("OPSEF_MODELS_DIR", str(project))
+    with caplog.at_level("WARNING"):
+        found = {c["name"]: c for c in find_models([elsewhere], caches=False)}
+    assert set(found) == {"nuclei_pkg", "foreign_sd"}
+    assert any("broken.zip" in r.getMessage() for r in caplog.records)  # skipped, and said so
+    pkg, bundled = found["nuclei_pkg"], build_card(REPO / "models" / "unet2d_demo")
+    assert (pkg["backend"], pkg["dims"], pkg["source"], pkg["card_file"]) == ("unet", 2, "project", "package")
+    assert pkg["sha256"] == _sha256(project / "nuclei_pkg.zip")  # the value run records hold for it
+    for key in ("expects", "validation", "training_data"):
+        assert pkg[key] == json.loads(json.dumps(bundled[key])), key
+    assert pkg["variant"] == bundled["variant"] and pkg["package"]["exported_from"] == "unet2d_demo"
+    sd = found["foreign_sd"]  # no config.opsef: what config.stardist says
+    thr = json.loads((REPO / "models" / "stardist2d_demo" / "thresholds.json").read_text())
+    assert (sd["backend"], sd["dims"], sd["source"]) == ("stardist", 2, "path")
+    assert sd["recommended"]["prob_thresh"] == pytest.approx(thr["prob"], abs=1e-4)
+    table = format_models(list(found.values()))
+    assert "nuclei_pkg" in table and str(foreign) in table
+    given = shutil.copy(project / "broken.zip", elsewhere / "given.zip")
+    with pytest.raises(ModelNotFoundError, match="given.zip"):  # named by the user: an error, not a skip
+        find_models([given], caches=False)
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_package_like_its_source_model(packages, tmp_path, capsys):
+    import pandas as pd
+
+    nuclei = REPO / "demo_data" / "nuclei2d"
+    pkg = shutil.copy(packages("unet2d_demo"), tmp_path / "nuclei_pkg.zip")
+    rc = main(["models", "evaluate", "--images", str(nuclei / "images"), "--labels", str(nuclei / "labels"),
+               "--models", "unet2d_demo", str(pkg), "--limit", "1", "--out", str(tmp_path / "runs"),
+               "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    board = pd.read_csv(run / "leaderboard.csv").set_index("model")
+    assert sorted(board.index) == ["nuclei_pkg", "unet2d_demo"]
+    assert board.loc["nuclei_pkg", "sha256"] == _sha256(Path(pkg))
+    assert board.loc["unet2d_demo", "f1@0.5_mean"] > 0.5
+    assert board.loc["nuclei_pkg", "f1@0.5_mean"] == board.loc["unet2d_demo", "f1@0.5_mean"]

@@ -14,7 +14,7 @@ import tifffile
 from opsef_core.cli import main
 from opsef_core.models import file_checksum, project_models_dir, resolve_model
 from opsef_core.zoo.cards import card_is_current, model_folders, object_diameter, write_cards
-from opsef_core.zoo.listing import find_models
+from opsef_core.zoo.listing import find_models, format_models
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -70,6 +70,22 @@ def test_card_fields_come_from_the_model_files(name):
         assert card["validation"]["validation_f1@0.5"] == training["validation_f1@0.5"]
     assert card["training"]["options"] == training["params"]
     assert card["training"]["seed"] == training.get("seed", training["params"].get("seed"))
+    # scores on data never trained on, with their targets, when the trainer recorded them
+    assert card["test"] == {k: training[k] for k in ("heldout", "unseen_test", "targets") if k in training}
+
+
+def test_listing_shows_the_test_score_before_the_validation_score():
+    cards = {c["name"]: c for c in find_models(caches=False)}
+    table = {line.split()[0]: line for line in format_models(list(cards.values())).splitlines()[1:]}
+    for name, card in cards.items():
+        held, unseen = card["test"].get("heldout"), card["test"].get("unseen_test")
+        if held:
+            assert f"held-out F1@0.5 {held['f1@0.5']:.3f}" in table[name]
+        elif unseen:
+            assert f"unseen JCD {unseen['jcd_mean']:.3f}" in table[name]
+        elif "validation_f1@0.5" in card["validation"]:
+            assert f"val F1@0.5 {card['validation']['validation_f1@0.5']:.3f}" in table[name]
+    assert any(c["test"].get("heldout") for c in cards.values())  # the 3D demo models record one
 
 
 def test_writing_a_card_keeps_the_model_checksum(tmp_path):

@@ -67,6 +67,7 @@ __all__ = [
     "extract",
     "is_package",
     "load_stardist_package",
+    "package_card",
     "read_package",
     "reproduce_test_outputs",
     "stardist_package_config",
@@ -245,6 +246,72 @@ def read_package(path: str | Path, *, perform_io_checks: bool = True) -> Package
         raise ModelNotFoundError(f"not a bioimage.io package folder (no {' or '.join(RDF_NAMES)})", p)
     st = target.stat()
     return _read_cached(str(p), st.st_mtime_ns, st.st_size, perform_io_checks)
+
+
+def package_card(path: str | Path, *, source: str | None = None) -> dict:
+    """The model card of a bioimage.io package, as :func:`opsef_core.zoo.cards.build_card` gives for folders.
+
+    An opsef package carries the card of the model it was exported from (``config.opsef.card``:
+    training data, expected object and pixel size, recommended parameters, validation scores);
+    a StarDist package from elsewhere gives what its ``config.stardist`` holds (dimensionality,
+    rays, thresholds).  ``name`` is the zip's stem (the name :func:`opsef_core.models.resolve_model`
+    finds it by in ``models/``), ``sha256`` the value run records hold for it.
+
+    Parameters
+    ----------
+    path : path
+        A package zip or folder.
+    source : str, optional
+        Where it was found (``project``, ``path``).
+
+    Raises
+    ------
+    ModelNotFoundError
+        Not a package opsef can run (see :func:`read_package`).
+    """
+    from ..models import file_checksum
+    from .cards import CARD_VERSION
+
+    p = Path(path)
+    info = read_package(p, perform_io_checks=False)
+    ops, sd = info.opsef, info.stardist.get("config") or {}
+    embedded = ops.get("card") or {}
+    if info.backend == "unet":
+        dims, variant = int(ops.get("dims", 2)), ops.get("variant")
+    else:
+        dims = int(ops.get("dims") or sd.get("n_dim") or 2)
+        rays, grid = ops.get("n_rays", sd.get("n_rays")), ops.get("grid", sd.get("grid"))
+        variant = f"{rays} rays, grid {list(grid) if grid is not None else None}"
+    name = p.stem if p.is_file() else p.name
+    recommended = {**(embedded.get("recommended") or {}), "model": p.name}
+    thr = info.stardist.get("thresholds") or {}
+    if info.backend == "stardist" and "prob_thresh" not in recommended and thr:
+        recommended.update(prob_thresh=round(float(thr["prob"]), 4), nms_thresh=round(float(thr["nms"]), 4))
+    files = sorted(q.name for q in p.iterdir() if q.is_file()) if p.is_dir() else [p.name]
+    size = sum((p / f).stat().st_size for f in files) if p.is_dir() else p.stat().st_size
+    bio = _config_dict(info.descr).get("bioimageio") or {}
+    card: dict[str, Any] = {
+        "card_version": CARD_VERSION,
+        "name": name,
+        "backend": info.backend,
+        "dims": dims,
+        "variant": variant,
+        "sha256": file_checksum(p),
+        "files": files,
+        "size_bytes": int(size),
+        "training_data": embedded.get("training_data") or {},
+        "expects": embedded.get("expects") or {"pixel_size": None, "object_diameter_px": None},
+        "recommended": recommended,
+        "validation": embedded.get("validation") or {},
+        "test": embedded.get("test") or {},
+        "training": bio.get("training"),
+        "package": {"format": "bioimage.io", "format_version": str(info.descr.format_version),
+                    "exported_from": ops.get("model"), "source_sha256": ops.get("source_sha256"),
+                    "opsef_version": ops.get("opsef_version")},
+    }
+    if source is not None:
+        card["source"] = source
+    return card
 
 
 def validate_package(path: str | Path) -> dict:
@@ -819,7 +886,8 @@ def _export_unet(resolved, out: Path, tmp: Path, image, crop, channel) -> Path:
         "source_sha256": resolved.checksum, "opsef_version": _opsef_version(),
         "variant": variant, "dims": dims, "normalize": list(pct), "outputs": {out_id: out_id},
         "unet": cfg, "decode": decode, "pipeline": cfg.get("pipeline"),
-        "card": {k: card.get(k) for k in ("training_data", "expects", "recommended", "validation") if k in card},
+        "card": {k: card.get(k) for k in ("training_data", "expects", "recommended", "validation", "test")
+                 if k in card},
         "test_labels": int(labels.max()),
     }
     _save_npy(tmp / "test_input.npy", x[None, None])
@@ -934,7 +1002,8 @@ def _export_stardist(resolved, out: Path, tmp: Path, image, crop, channel) -> Pa
         "dims": dims, "normalize": list(pct), "n_rays": int(cfg["n_rays"]), "grid": list(grid),
         "anisotropy": cfg.get("anisotropy"), "outputs": {"prob": "prob", "dist": "dist"},
         "decode": decode, "dist_min": _DIST_MIN,
-        "card": {k: card.get(k) for k in ("training_data", "expects", "recommended", "validation") if k in card},
+        "card": {k: card.get(k) for k in ("training_data", "expects", "recommended", "validation", "test")
+                 if k in card},
         "test_labels": int(labels.max()),
     }
     import stardist

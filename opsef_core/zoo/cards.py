@@ -8,7 +8,7 @@ and pixel size).  Nothing in a card is typed by hand: :func:`write_cards` regene
 cards of every model folder, and :func:`card_is_current` tells whether a written card still
 equals what the builder gives now (the test of the bundled cards).
 
-Fields (``card_version`` 1):
+Fields (``card_version`` 2):
 
 - ``name``, ``backend`` (``stardist``/``cellpose``/``unet``), ``dims`` (2 or 3), ``variant``;
 - ``sha256``: :func:`opsef_core.models.file_checksum` of the model (the value run records
@@ -19,7 +19,11 @@ Fields (``card_version`` 1):
   (median equivalent diameter of the training objects, in pixels; for Cellpose the network's
   ``diam_mean``, the size it segments at scale 1);
 - ``recommended``: segmenter parameters to use it with (thresholds from ``thresholds.json``);
-- ``validation``: the scores the trainer recorded on its held-out images;
+- ``validation``: the scores the trainer recorded on its validation images;
+- ``test`` (version 2): scores recorded on images never trained or validated on — ``heldout``
+  (a named stack, e.g. the 3D demo models' ``noncleared/spheroid_00``) and ``unseen_test`` (a
+  generator seed never drawn for training, e.g. the spheroid model's) — with the ``targets``
+  they are held to; empty when the trainer recorded none;
 - ``training``: how it was trained (options, seed, epochs run, wall time, versions, ``init``).
 """
 
@@ -49,7 +53,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CARD_VERSION = 1
+CARD_VERSION = 2
 #: files of a model folder that are descriptions, not weights
 _META = {CARD_NAME, "training.json", "config.json", "thresholds.json", "README.md"}
 #: training-record keys copied into the card's ``training`` section when present
@@ -264,6 +268,7 @@ def build_card(path: str | Path, *, data_roots: list[str | Path] | None = None,
     card["validation"] = {k: v for k, v in training.items() if k.startswith("validation_")}
     if "best_val_loss" in training:
         card["validation"]["best_val_loss"] = training["best_val_loss"]
+    card["test"] = {k: training[k] for k in ("heldout", "unseen_test", "targets") if isinstance(training.get(k), dict)}
     card["training"] = None if not training else {
         "options": training.get("params", {}),
         "init": training.get("init", training.get("initial_weights")),

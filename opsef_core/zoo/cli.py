@@ -9,8 +9,10 @@
     opsef models export-bioimageio MODEL --out PKG.zip [--backend unet|stardist] [--image I]
                                    [--crop N ...] [--channel C] [--test]
 
-``list`` (the default) prints one line per model found in the project's ``models/``, the
-Cellpose and StarDist caches and the paths given (``--json``: the full cards).  ``evaluate``
+``list`` (the default) prints one line per model found in the project's ``models/`` (folders,
+weight files and bioimage.io package zips), the Cellpose and StarDist caches and the paths given
+(``--json``: the full cards; the score column is the held-out or unseen-test score where one was
+recorded, else the validation score).  ``evaluate``
 runs the models through the run engine and prints the run folder (holding
 ``leaderboard.csv`` and ``leaderboard.png``) as its last line.  ``cards`` (re)writes the
 ``card.json`` of every model folder in ``DIR`` (default: the project's ``models/``); with

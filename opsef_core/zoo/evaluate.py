@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, EmptyFolderError, InputFileError
-from .cards import build_card, detect_backend, object_diameter
-from .listing import find_models
+from .cards import object_diameter
+from .listing import find_models, is_model, model_card
 
 __all__ = ["BACKENDS", "GRID", "evaluate_models", "plot_leaderboard", "segmenter_entry", "select_models"]
 
@@ -88,8 +88,8 @@ def select_models(models: Sequence[str] | None, dims: int) -> list[dict]:
     chosen = []
     for spec in models:
         p = Path(spec).expanduser()
-        if p.exists() and detect_backend(p) is not None:
-            card = {**build_card(p), "path": str(p.resolve()), "source": "path"}
+        if p.exists() and is_model(p):
+            card = {**model_card(p)[0], "path": str(p.resolve()), "source": "path"}
         else:
             hits = [c for c in known if c["name"] == spec]
             if not hits:
