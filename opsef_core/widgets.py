@@ -32,7 +32,6 @@ ipywidgets is imported lazily; figures are made on matplotlib's Agg canvas
 
 from __future__ import annotations
 
-import io as _io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,11 +96,9 @@ def _ipywidgets(interactive: bool):
 
 
 def _png(rgb: np.ndarray) -> bytes:
-    import matplotlib.image as mimage
+    from .viz import png_bytes
 
-    buf = _io.BytesIO()
-    mimage.imsave(buf, np.asarray(rgb), format="png")
-    return buf.getvalue()
+    return png_bytes(rgb)
 
 
 def _n_objects(labels: np.ndarray) -> int:

@@ -112,3 +112,26 @@ def test_new_figure_is_the_one_figure_factory(tmp_path):
                  and re.search(r"\bFigure\(|FigureCanvasAgg\(|def _new_figure", p.read_text())]
     assert offenders == []
     assert not hasattr(viz, "_new_figure") and not hasattr(widgets, "_new_figure")
+
+
+def test_pngs_are_lossless_at_opsefs_compression_level(tmp_path):
+    """Overlays go through save_png/png_bytes at PNG_COMPRESS_LEVEL: same pixels, a real PNG file."""
+    import io as _io
+
+    from PIL import Image as _PIL
+
+    from opsef_core.viz import PNG_COMPRESS_LEVEL, overlay, png_bytes, save_png
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(100, 10, (64, 80)).astype(np.float32)
+    lab = np.zeros((64, 80), np.int32)
+    lab[10:30, 10:30], lab[35:60, 40:70] = 1, 2
+    rgb = overlay(img, lab)
+    (tmp_path / "sub").mkdir()
+    out = save_png(rgb, tmp_path / "sub" / "o.png")
+    assert out.read_bytes() == png_bytes(rgb) and not list((tmp_path / "sub").glob("*.tmp*"))
+    back = _PIL.open(_io.BytesIO(out.read_bytes()))
+    assert back.format == "PNG" and np.array_equal(np.asarray(back), rgb)
+    assert 0 <= PNG_COMPRESS_LEVEL <= 9
+    with pytest.raises(ValueError, match="uint8"):
+        png_bytes(img)

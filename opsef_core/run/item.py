@@ -683,9 +683,6 @@ def _overlay_rgb(display: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    import matplotlib.image as mimage
+    from ..viz import save_png
 
-    from ..io import atomic_write
-
-    with atomic_write(path, "wb") as fh:
-        mimage.imsave(fh, rgb, format="png")
+    save_png(rgb, path)

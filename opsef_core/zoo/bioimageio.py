@@ -647,9 +647,8 @@ def _pixel_size(card: dict, measured: dict | None, axes: str) -> dict | None:
 
 def _cover(path: Path, x: np.ndarray, labels: np.ndarray) -> None:
     """A 2:1 PNG: the (mid-plane of the) test input beside the labels opsef decodes."""
-    import matplotlib.image
-
     from ..io import glasbey_lut
+    from ..viz import save_png
 
     if x.ndim == 3:
         z = x.shape[0] // 2
@@ -662,8 +661,7 @@ def _cover(path: Path, x: np.ndarray, labels: np.ndarray) -> None:
     rgb = np.concatenate([left, right], axis=1)
     scale = max(1, 256 // rgb.shape[0])
     rgb = np.kron(rgb, np.ones((scale, scale, 1), np.uint8))
-    with atomic_write(path, "wb") as fh:
-        matplotlib.image.imsave(fh, rgb, format="png")
+    save_png(rgb, path)
 
 
 def _save_npy(path: Path, a: np.ndarray) -> Path:

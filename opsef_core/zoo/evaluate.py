@@ -277,7 +277,7 @@ def plot_leaderboard(board, path: str | Path | None = None, metric: str = "f1@0.
     -------
     matplotlib.figure.Figure
     """
-    from ..viz import new_figure
+    from ..viz import new_figure, save_figure
 
     fig = new_figure((max(4.0, 0.9 * len(board) + 2), 3.6), layout="constrained")
     ax = fig.add_subplot()
@@ -294,5 +294,5 @@ def plot_leaderboard(board, path: str | Path | None = None, metric: str = "f1@0.
         ax.text(i, v / 2 if v > 0.1 else v + 0.02, f"{v:.2f}", ha="center", fontsize=9,
                 color="white" if v > 0.1 else "black")
     if path is not None:
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path)
     return fig
