@@ -204,3 +204,14 @@ def test_dask_run_records_corrupt_file_and_resume_finishes(client, tmp_path):
     assert (run / "items" / "img_0.json").stat().st_mtime_ns == done_marker  # not redone
     assert len(_labels(run)) == 6
     assert set(pd.read_csv(run / "summary.csv")["status"]) == {"done"}
+
+
+def test_trim_heap_calls_glibc_malloc_trim_on_linux():
+    import sys
+
+    from opsef_core.distributed import trim_heap
+
+    x = [np.ones(2**20) for _ in range(8)]  # 64 MiB of heap/mmap memory, then freed
+    del x
+    assert trim_heap() is sys.platform.startswith("linux")  # glibc here; False where there is none
+    assert trim_heap() is trim_heap()  # the library is looked up once

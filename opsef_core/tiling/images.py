@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from ..distributed import trim_heap
 from ..errors import ConfigError, OpsefError, SegmentationError
 from ..image import Image
 from .grid import _Stitcher, plan_tiles
@@ -363,7 +364,9 @@ def _tile_task(spec: tuple, backend: str, limits, p, decodings, outer: tuple, in
             stream.fix_statistics(fixed)
             _WORKER_IMAGES[key] = (img, stream)
         img, stream = _WORKER_IMAGES[key]
-        return _segment_tile(seg, img, stream, limits, p, decodings, outer, index)
+        out = _segment_tile(seg, img, stream, limits, p, decodings, outer, index)
+    trim_heap()  # the worker's tile temporaries, back to the system
+    return out
 
 
 def _local_reads(func):
@@ -585,6 +588,8 @@ def segment_tiled_image(
                 w.load(tile.outer)  # also writes the previous tile's region back
             for stitcher, lab in zip(stitchers, labels):
                 stitcher.add(tile, lab)
+            del labels
+            trim_heap()  # the tile's temporaries, back to the system: the peak stays one tile's
         for w in windows:
             w.flush()
         results = [commit() for _, commit, _ in stores] if stores else [st.result() for st in stitchers]
