@@ -507,6 +507,7 @@ def segment_tiled_image(
     split = [len({tl.inner[d].start for tl in tiles}) > 1 for d in range(len(shape))]
     seg.params(params)  # validate before any work
     params, limits, mode = _normalization_plan(seg, params, img.data, img.source, stream=stream)
+    stream.drop_sample()  # every statistic is fixed now; the tiles only apply them
     changes = {k: v for k, v in params.items() if k in ("normalize", "normalize_limits", "channel", "n_tiles")}
     decodings = [seg.params(params)]
     if settings is not None:  # a sweep sharing one network pass: each setting with the same normalisation

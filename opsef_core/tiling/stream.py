@@ -240,6 +240,10 @@ class TiledPipeline:
             self._sample = (n_steps, stride, out)
         return out, stride
 
+    def drop_sample(self) -> None:
+        """Forget the cached sample (up to ``max_sample`` pixels) once every statistic is computed."""
+        self._sample = None
+
     def _derived_sample(self, n_steps: int, stride: int) -> np.ndarray | None:
         """The sample after ``n_steps`` steps from the cached one, when the steps in between are
         pointwise (zero halo: each output pixel depends on its own input pixel only), else None."""
