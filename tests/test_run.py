@@ -386,3 +386,43 @@ def test_tile_shape_that_does_not_fit_the_image_is_recorded_not_raised(tmp_path)
     assert (summary["status"] == "failed").all()
     assert summary["error"].str.contains("tile_shape").all() and summary["error"].str.contains("YX").all()
     assert json.loads((run / "run.json").read_text())["status"] == "failed"  # every item failed
+
+
+def test_an_items_outputs_reach_the_disk_before_its_done_marker(project, monkeypatch):
+    """Per item: no fsync per output file, one file-system sync with every output in place and
+    no marker yet, then the marker (synced at the item's end)."""
+    import os
+
+    from opsef_core.io import atomic
+
+    root, cfg_path, _ = project
+    seen = []  # at each sync: the item markers and the number of output files then on disk
+    real_sync = atomic.sync_filesystem
+
+    def spy(folder):
+        folder = Path(folder)
+        seen.append(({p.name for p in (folder / "items").glob("*.json")},
+                     {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                      if p.is_file() and p.parent.name in ("labels", "overlays", "rois", "montage")}))
+        real_sync(folder)
+
+    fsyncs = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(atomic, "sync_filesystem", spy)
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    run = execute(cfg_path, out=root / "runs", progress=False)
+    summary = pd.read_csv(run / "summary.csv")
+    items = sorted(summary["image"].unique())
+    per_item = len(summary) // len(items)  # combinations per item
+    assert len(seen) == 2 * len(items)  # before and after each marker
+    for k, item in enumerate(items):
+        markers_before, outputs = seen[2 * k]
+        assert f"{item}.json" not in markers_before
+        # every label, overlay and ROI file of this item is on disk at the sync before its marker
+        mine = {o for o in outputs if Path(o).name.startswith(f"{item}__")}
+        assert len([o for o in mine if o.startswith("labels/")]) == per_item
+        assert len([o for o in mine if o.startswith("overlays/")]) == per_item
+        assert f"{item}.json" in seen[2 * k + 1][0]
+    # the run-level files (record, tables) keep their own fsync; the items' many outputs do not
+    n_outputs = sum(1 for p in run.rglob("*") if p.is_file() and p.parent.name in ("labels", "overlays", "rois"))
+    assert n_outputs >= 3 * per_item * len(items) and len(fsyncs) < n_outputs / 2

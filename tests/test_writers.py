@@ -1,5 +1,7 @@
 """Writers: label TIFFs (Fiji-compatible metadata), OME-TIFF round trip, CSV tables, atomicity."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,3 +104,45 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
     with io.atomic_write(p, mode="w") as fh:
         fh.write("new")
     assert p.read_text() == "new"
+
+
+def test_deferred_sync_replaces_per_file_fsync_by_one_filesystem_sync(tmp_path, monkeypatch):
+    """Inside deferred_sync files are still atomic, not fsync-ed one by one: one sync at the end."""
+    import os
+
+    from opsef_core.io import atomic
+
+    fsyncs, syncs = [], []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    real_sync = atomic.sync_filesystem
+    monkeypatch.setattr(atomic, "sync_filesystem", lambda folder: (syncs.append(Path(folder)), real_sync(folder)))
+    with atomic.atomic_write(tmp_path / "plain.bin") as fh:
+        fh.write(b"x")
+    assert len(fsyncs) == 1 and syncs == []  # outside a block: one fsync per file
+    with atomic.deferred_sync(tmp_path):
+        for k in range(5):
+            with atomic.atomic_write(tmp_path / "sub" / f"f{k}.bin") as fh:
+                fh.write(bytes([k]) * 10)
+        assert syncs == []
+        atomic.sync_deferred()
+        assert syncs == [tmp_path]
+        atomic.sync_deferred()  # nothing pending: no second sync
+        with atomic.atomic_write(tmp_path / "marker.json", "w") as fh:
+            fh.write("{}")
+    assert len(fsyncs) == 1 and syncs == [tmp_path, tmp_path]  # and the marker, at the block's end
+    assert [(tmp_path / "sub" / f"f{k}.bin").read_bytes() for k in range(5)] == [bytes([k]) * 10 for k in range(5)]
+    assert not list(tmp_path.rglob("*.tmp"))
+    with pytest.raises(RuntimeError), atomic.deferred_sync(tmp_path):  # a failing block still syncs
+        with atomic.atomic_write(tmp_path / "g.bin") as fh:
+            fh.write(b"y")
+        raise RuntimeError("boom")
+    assert len(syncs) == 3 and (tmp_path / "g.bin").read_bytes() == b"y"
+    real_sync(tmp_path)  # the real syncfs/os.sync works here
+
+
+def test_sync_filesystem_names_the_folder_when_it_cannot_be_opened(tmp_path):
+    from opsef_core.io.atomic import sync_filesystem
+
+    with pytest.raises(InputFileError, match="missing"):
+        sync_filesystem(tmp_path / "missing")

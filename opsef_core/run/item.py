@@ -264,6 +264,10 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
     worker.  Errors are caught: a failing item or combination is reported in the result,
     never raised.  ``config`` should be :meth:`RunConfig.resolved` (absolute paths).
 
+    Durability: the item's files (each written atomically) reach the disk together, with one
+    file-system sync before the done-marker is written and one after it
+    (:func:`opsef_core.io.atomic.deferred_sync`), instead of one ``fsync`` per file.
+
     Returns
     -------
     dict
@@ -272,10 +276,17 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
         scored combination), ``measurements`` (relative path of the item's table or None),
         ``counts`` (pipelines applied, network passes, decodings).
     """
+    from ..io.atomic import deferred_sync
+
+    with deferred_sync(run_dir):
+        return _run_item(config, item, combinations, Path(run_dir))
+
+
+def _run_item(config: RunConfig, item: Item, combinations: list[Combination], run_dir: Path) -> dict:
     from .. import io
+    from ..io.atomic import sync_deferred
     from ..record import atomic_write_json
 
-    run_dir = Path(run_dir)
     results = {c.id: CombinationResult(c, item) for c in combinations}
     head = {"id": item.id, "image": item.id, "path": item.path, "series": item.series, "t": item.t}
 
@@ -289,6 +300,7 @@ def run_item(config: RunConfig, item: Item, combinations: list[Combination], run
             rel = f"{ITEMS_DIR}/{item.id}.measurements.csv"
             io.write_table(run_dir / rel, pd.concat(ctx.measurements, ignore_index=True))
             res["measurements"] = rel
+        sync_deferred()  # the outputs are on disk before the marker that vouches for them
         atomic_write_json(run_dir / ITEMS_DIR / f"{item.id}.json", res)  # the done-marker, last
         return res
 
