@@ -20,7 +20,7 @@
 # Geminin = S/G2/M) with the study's chain (values below a small threshold set to zero, gamma,
 # CLAHE, median, white top-hat against small bright artefacts), segments the nuclei in 3D with
 # several models side by side (classical threshold + watershed, StarDist 3D, Cellpose 3D, the
-# 3-class U-Net with instances by connected components *and* by seeded watershed), scores them
+# distance U-Net with instances by connected components *and* by seeded watershed), scores them
 # against the truth (F1 at IoU 0.5, AJI), measures per-nucleus red and green intensities, calls
 # phases with explained, adjustable thresholds, and reports phase fractions, the radial
 # distribution of phases from the spheroid centre, 3D shape (volume, sphericity) and the phase
@@ -71,9 +71,8 @@ models = [
      "params": {"model": "stardist3d_demo", "scale": [0.5, 0.8, 0.8]}},
     {"name": "cellpose_demo_3D", "backend": "cellpose",
      "params": {"model": "cellpose_demo", "do_3D": True, "diameter": 14.0}},
-    {"name": "unet3d_watershed", "backend": "unet", "params": {"model": "unet3d_demo", "instances": "watershed"}},
-    {"name": "unet3d_connected", "backend": "unet",
-     "params": {"model": "unet3d_demo", "instances": "connected_components"}},
+    {"name": "unet3d_watershed", "backend": "unet", "params": {"model": "unet3d_demo"}},
+    {"name": "unet3d_connected", "backend": "unet", "params": {"model": "unet3d_demo", "h": 0.0}},
 ]
 phase_model = "best"
 red_threshold = "otsu"
@@ -135,10 +134,11 @@ run.show(fig, "preprocessing")
 # segmenter entry per model. Each segmenter gets the nuclear channel through its own `channel`
 # parameter (`inputs.channel` stays unset, so `measurements.csv` keeps every channel's
 # intensities). Models not found under `models/` are left out of the config and listed as
-# `missing`. The two U-Net entries use the 3D U-Net `unet3d_demo` (3-class, trained on the
-# `spheroid_clearing` stacks) and share one network pass: connected components of the interior
-# class (the FUCCI study's way; touching nuclei merge where the boundary class fails) against a
-# seeded watershed.
+# `missing`. The two U-Net entries use the 3D U-Net `unet3d_demo` (it predicts each nucleus's
+# distance to the background; trained on generated clearing-like and FUCCI-like stacks) and share
+# one network pass: `unet3d_connected` (`h` 0: one nucleus per connected component of the
+# foreground, the FUCCI study's way; touching nuclei merge) against `unet3d_watershed` (a seeded
+# watershed from the distance maxima, with the decoding stored beside the model's weights).
 
 # %%
 config = wf.run_config(data_dir=data_dir, models=models, pipeline=pipeline, channels=channels,

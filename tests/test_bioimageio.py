@@ -153,6 +153,10 @@ def test_unet3d_package_segments_like_the_bundled_model(packages):
     assert [str(a.id) for a in axes] == ["batch", "channel", "z", "y", "x"]
     assert [a.scale for a in axes[2:]] == [2.0, 0.5, 0.5]
     _same_labels("unet", SPHEROID, "unet3d_demo", pkg)
+    # the package records the decoding stored beside the model's weights (chosen on validation stacks)
+    stored = json.loads((REPO / "models" / "unet3d_demo" / "config.json").read_text()).get("decoding") or {}
+    decode = read_package(pkg).opsef["decode"]
+    assert stored and {k: decode[k] for k in stored} == stored
 
 
 @pytest.mark.slow

@@ -22,6 +22,11 @@ Decoding (:meth:`UNetSegmenter.decode`), depending on the model's variant:
 
 In both, foreground components without a seed become one object each, and
 objects smaller than ``min_size`` pixels/voxels are removed.
+
+Decoding defaults: a decoding parameter left unset (or None) takes the value stored in the
+model's ``config.json`` under ``decoding`` (chosen on validation data when the model was
+trained, :func:`opsef_core.train.unet.train_unet`), else :data:`DECODING_DEFAULTS`.  The
+validated parameters hold the values used, so run records name them.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import math
 from typing import Literal, Union
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..errors import SegmentationError
 from ..image import Image
@@ -39,9 +44,64 @@ from .base import IntensityLimits, Percentiles, Segmenter, SegmenterParams, regi
 from .classical import select_channel
 from .normalize import fill_nonfinite, finite_percentiles
 
-__all__ = ["UNetParams", "UNetSegmenter", "decode_3class", "decode_distance", "normalize_percentile"]
+__all__ = ["DECODING_DEFAULTS", "UNetParams", "UNetSegmenter", "check_decoding", "decode_3class",
+           "decode_distance", "normalize_percentile", "stored_decoding"]
 
 logger = logging.getLogger(__name__)
+
+#: decoding defaults of a model whose ``config.json`` stores none
+DECODING_DEFAULTS = {"prob_threshold": 0.5, "boundary_threshold": 0.5, "instances": "watershed",
+                     "beta": 0.5, "h": 1.0, "min_size": 10}
+#: the decoding parameters of each variant (those a model may store)
+DECODING_KEYS = {"3class": ("prob_threshold", "boundary_threshold", "instances", "min_size"),
+                 "distance": ("beta", "h", "min_size")}
+
+
+def stored_decoding(model: str) -> dict:
+    """The decoding defaults stored in a U-Net model's ``config.json`` (``decoding``).
+
+    Parameters
+    ----------
+    model : str
+        Model name or path, as in :class:`UNetParams`.
+
+    Returns
+    -------
+    dict
+        Empty when the model stores none or cannot be found (the error comes when it is loaded).
+    """
+    from ..models import resolve_model
+    from ..unet.io import read_config
+
+    try:
+        path = resolve_model("unet", model, download=False).path
+        return dict(read_config(path).get("decoding") or {})
+    except Exception:  # noqa: BLE001 - an unknown model fails later, where it is loaded, with its own message
+        return {}
+
+
+def check_decoding(decoding: dict, variant: str) -> dict:
+    """Check decoding defaults for a model of ``variant`` (keys of :data:`DECODING_KEYS`, valid values).
+
+    Returns
+    -------
+    dict
+        The values as :class:`UNetParams` validates them.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key for the variant or an invalid value.
+    """
+    from ..errors import ConfigError
+    from .base import parse_params
+
+    allowed = DECODING_KEYS.get(variant, ())
+    bad = sorted(set(decoding) - set(allowed))
+    if bad:
+        raise ConfigError(f"decoding keys {bad} do not apply to a {variant!r} U-Net; use {list(allowed)}")
+    p = parse_params(UNetParams, {"model": "", **decoding}, where="U-Net decoding defaults")
+    return {k: getattr(p, k) for k in decoding}
 
 
 class UNetParams(SegmenterParams):
@@ -79,6 +139,10 @@ class UNetParams(SegmenterParams):
         distance: minimum dynamic of a seed maximum (``h_maxima``); 0 = one seed per component.
     min_size : int
         Objects with fewer pixels/voxels are removed.
+
+    The decoding parameters (``prob_threshold``, ``boundary_threshold``, ``instances``, ``beta``,
+    ``h``, ``min_size``) left unset or None take the model's stored ``decoding`` values, else
+    :data:`DECODING_DEFAULTS` (see the module docstring).
     """
 
     model: str = "unet2d_demo"
@@ -95,6 +159,19 @@ class UNetParams(SegmenterParams):
     beta: float = Field(0.5, ge=0)
     h: float = Field(1.0, ge=0)
     min_size: int = Field(10, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decoding_defaults(cls, data):
+        """Fill unset decoding parameters from the model's ``config.json``, else the defaults."""
+        if not isinstance(data, dict):
+            return data
+        missing = [k for k in DECODING_DEFAULTS if data.get(k) is None]
+        if not missing:
+            return data
+        model = data.get("model", cls.model_fields["model"].default)
+        stored = stored_decoding(str(model)) if model else {}
+        return {**data, **{k: stored.get(k, DECODING_DEFAULTS[k]) for k in missing}}
 
     @field_validator("tile", "n_tiles")
     @classmethod

@@ -36,13 +36,19 @@ from ..io.atomic import atomic_write
 from .data import (Augmentation, EarlyStopping, TrainingPairs, augment, resolve_init, split_indices,
                    take_deprecated, training_provenance)
 
-__all__ = ["train_unet", "train_demo_unet", "train_demo_unet3d", "make_targets", "class_weights"]
+__all__ = ["train_unet", "train_demo_unet", "train_demo_unet3d", "make_targets", "class_weights", "choose_decoding",
+           "store_decoding"]
 
 logger = logging.getLogger(__name__)
 
 
-def _per_object_cdt(labels: np.ndarray) -> np.ndarray:
-    """Chessboard distance of every object pixel to the nearest pixel outside that object."""
+def _per_object_distance(labels: np.ndarray, sampling=None) -> np.ndarray:
+    """Distance of every object pixel to the nearest pixel outside that object.
+
+    ``sampling`` None: chessboard distance, the image border counting as outside.  Else the
+    Euclidean distance with voxel size ``sampling``, the image border counting as inside (objects
+    cut by it keep their depth).
+    """
     from scipy import ndimage as ndi
 
     out = np.zeros(labels.shape, np.float32)
@@ -51,14 +57,16 @@ def _per_object_cdt(labels: np.ndarray) -> np.ndarray:
             continue
         sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
         m = labels[sl] == i
-        pad = np.pad(m, 1)
-        d = ndi.distance_transform_cdt(pad, metric="chessboard")[(slice(1, -1),) * m.ndim]
+        if sampling is None:
+            d = ndi.distance_transform_cdt(np.pad(m, 1), metric="chessboard")[(slice(1, -1),) * m.ndim]
+        else:
+            d = ndi.distance_transform_edt(m, sampling=sampling)
         out[sl][m] = d[m]
     return out
 
 
 def make_targets(labels: np.ndarray, variant: str, *,
-                 boundary: Literal["3d", "anisotropic"] = "3d") -> np.ndarray:
+                 boundary: Literal["3d", "anisotropic"] = "3d", sampling=None) -> np.ndarray:
     """Training target of one label image.
 
     Parameters
@@ -69,12 +77,17 @@ def make_targets(labels: np.ndarray, variant: str, *,
     boundary : {"3d", "anisotropic"}
         ``3class``: the inner boundary in all axes (``"3d"``), or (``ZYX`` labels) in each YX
         slice plus the Z faces between touching objects (``"anisotropic"``).
+    sampling : sequence of float, optional
+        ``distance``: voxel size per axis (e.g. ``(4, 1, 1)`` for a Z step of 4 pixels); the
+        target is then each object's Euclidean distance to the background in those units
+        (:func:`scipy.ndimage.distance_transform_edt`), so anisotropic stacks get round distance
+        peaks.  None: the chessboard distance in voxels.
 
     Returns
     -------
     ndarray
         ``3class``: int64 classes (0 background, 1 boundary, 2 interior);
-        ``distance``: float32 chessboard distance (0 on background).
+        ``distance``: float32 distance (0 on background).
     """
     from skimage.segmentation import find_boundaries
 
@@ -94,7 +107,12 @@ def make_targets(labels: np.ndarray, variant: str, *,
         t[1:][touch] = 1
         return t
     if variant == "distance":
-        return _per_object_cdt(labels.astype(np.int64))
+        if sampling is not None:
+            sampling = tuple(float(v) for v in sampling)
+            if len(sampling) != labels.ndim or min(sampling) <= 0:
+                raise ConfigError(f"sampling {sampling} must have {labels.ndim} positive values")
+            return _per_object_distance(labels.astype(np.int64), sampling)
+        return _per_object_distance(labels.astype(np.int64))
     raise ConfigError(f"unknown U-Net variant {variant!r}; use '3class' or 'distance'")
 
 
@@ -141,6 +159,8 @@ def train_unet(
     init: str | Path | None = None,
     boundary: Literal["3d", "anisotropic"] = "3d",
     loss_weights: tuple[float, float, float] | None = None,
+    sampling=None,
+    decoding: dict | None = None,
     **deprecated,
 ) -> Path:
     """Train a U-Net from scratch, or fine-tune one (``init``), and write a model folder.
@@ -196,6 +216,13 @@ def train_unet(
         ``3class``: cross-entropy weights of background, boundary and interior (normalised to
         mean 1); default the inverse class frequencies of :func:`class_weights`.  The weights
         shift the predicted probabilities that the backend's decoding thresholds.
+    sampling : sequence of float or list of them, optional
+        ``distance``: voxel size of the targets' Euclidean distance (see :func:`make_targets`),
+        one for every pair or a list with one per pair; None = chessboard distance.
+    decoding : dict, optional
+        Decoding defaults stored in ``config.json`` (``decoding``) and used by the ``unet``
+        backend for every parameter a caller leaves unset (e.g. ``{"h": 2.0, "min_size": 30}``);
+        see :class:`opsef_core.segment.unet_backend.UNetParams`.
     **deprecated
         Old names, accepted with a ``DeprecationWarning``: ``lr`` (``learning_rate``),
         ``early_stopping_patience`` (``patience``).
@@ -261,7 +288,20 @@ def train_unet(
     dev = resolve_device(device, "torch")
     train_idx, val_idx = split_indices(len(pairs), val_fraction, seed)
     images = [normalize_percentile(im, *normalize) for im in pairs.images]
-    targets = [make_targets(lab, variant, boundary=boundary) for lab in pairs.labels]
+    if sampling is not None and variant != "distance":
+        raise ConfigError("sampling applies to the 'distance' variant only")
+    if sampling is not None and np.ndim(sampling[0]) == 0:
+        per_pair = [sampling] * len(pairs)
+    else:
+        per_pair = [None] * len(pairs) if sampling is None else list(sampling)
+    if len(per_pair) != len(pairs):
+        raise ConfigError(f"sampling has {len(per_pair)} entries for {len(pairs)} pairs")
+    if decoding is not None:
+        from ..segment.unet_backend import check_decoding
+
+        decoding = check_decoding(decoding, variant)
+    targets = [make_targets(lab, variant, boundary=boundary, sampling=smp)
+               for lab, smp in zip(pairs.labels, per_pair)]
     train_i = [images[i] for i in train_idx]
     train_t = [targets[i] for i in train_idx]
     if steps_per_epoch is None:
@@ -343,7 +383,10 @@ def train_unet(
               "learning_rate": learning_rate, "init": None if init is None else str(init), "depth": depth,
               "filters": filters, "normalize": list(normalize),
               "steps_per_epoch": steps_per_epoch, "device": dev, "max_time_s": max_time_s,
-              "boundary": boundary, "loss_weights": None if loss_weights is None else list(loss_weights)}
+              "boundary": boundary, "loss_weights": None if loss_weights is None else list(loss_weights),
+              "sampling": None if sampling is None else [None if v is None else [float(x) for x in v]
+                                                         for v in per_pair],
+              "decoding": decoding}
     record = {
         "backend": "unet",
         "dims": dims,
@@ -366,6 +409,7 @@ def train_unet(
               "classes": ["background", "boundary", "interior"] if variant == "3class" else ["distance"],
               "normalize": list(normalize),
               **({"boundary": boundary} if variant == "3class" and boundary != "3d" else {}),
+              **({"decoding": decoding} if decoding else {}),
               "training": {k: record[k] for k in ("best_epoch", "best_val_loss", "wall_time_s", "train_names",
                                                   "val_names", "finished")} | {"seed": seed}}
     save_unet(out_dir, best_state, config)
@@ -466,3 +510,85 @@ def _record_validation_f1(model_dir: Path, pairs: TrainingPairs) -> None:
     if matchings:
         rec["validation_f1@0.5"] = float(pool(matchings)["f1"])
         atomic_write_json(rec_path, rec)
+
+
+def choose_decoding(model_dir: str | Path, pairs: TrainingPairs, grid, *, iou: float = 0.5,
+                    device: str = "cpu") -> tuple[dict, list[dict]]:
+    """Choose a model's decoding parameters on validation pairs (one network pass per pair).
+
+    Parameters
+    ----------
+    model_dir : path
+        U-Net model folder.
+    pairs : TrainingPairs
+        Validation images and labels (never the data the model is to be scored on).
+    grid : iterable of dict
+        Decoding settings (keys of :data:`opsef_core.segment.unet_backend.DECODING_KEYS`).
+    iou : float
+        IoU threshold of the F1 score.
+    device : str
+        Where the network runs.
+
+    Returns
+    -------
+    best : dict
+        The setting with the highest mean F1 over the pairs (each pair counts alike; ties go to
+        the earlier setting).
+    table : list of dict
+        Every setting with its per-pair F1 (``f1``), their mean (``mean_f1``) and the pooled F1
+        (``pooled_f1``).
+    """
+    from ..evaluate import match, pool
+    from ..image import Image
+    from ..segment import get_segmenter
+
+    seg = get_segmenter("unet")
+    base = {"model": str(model_dir), "device": device}
+    passes = []
+    for img, lab in zip(pairs.images, pairs.labels):
+        image = Image.from_array(np.asarray(img), "ZYX" if np.ndim(img) == 3 else "YX")
+        passes.append((image, lab, seg.predict(image, seg.params(base))))
+    table = []
+    for setting in grid:
+        params = seg.params({**base, **setting})
+        ms = [match(lab, seg.decode(pred, image, params), iou) for image, lab, pred in passes]
+        f1 = [float(m.f1) for m in ms]
+        table.append({**setting, "f1": dict(zip(pairs.names, f1)), "mean_f1": float(np.mean(f1)),
+                      "pooled_f1": float(pool(ms)["f1"])})
+    if not table:
+        raise ConfigError("choose_decoding: empty grid")
+    best = max(range(len(table)), key=lambda i: (table[i]["mean_f1"], -i))
+    chosen = {k: v for k, v in table[best].items() if k not in ("f1", "mean_f1", "pooled_f1")}
+    logger.info("decoding chosen on %s: %s (mean F1@%.2f %.3f)", pairs.names, chosen, iou, table[best]["mean_f1"])
+    return chosen, table
+
+
+def store_decoding(model_dir: str | Path, decoding: dict, **record) -> dict:
+    """Store decoding defaults in a model's ``config.json`` (``decoding``; the ``unet`` backend's
+    defaults from then on) and in its ``training.json`` (``decoding``, with ``record``).
+
+    Returns
+    -------
+    dict
+        The checked decoding values.
+
+    Raises
+    ------
+    ConfigError
+        Keys that do not apply to the model's variant, or invalid values.
+    """
+    from ..record import atomic_write_json
+    from ..segment.unet_backend import check_decoding
+    from ..unet.io import CONFIG_NAME
+
+    model_dir = Path(model_dir)
+    cfg = json.loads((model_dir / CONFIG_NAME).read_text())
+    decoding = check_decoding(dict(decoding), cfg["variant"])
+    cfg["decoding"] = decoding
+    atomic_write_json(model_dir / CONFIG_NAME, cfg)
+    rec_path = model_dir / "training.json"
+    if rec_path.is_file():
+        rec = json.loads(rec_path.read_text())
+        rec["decoding"] = {"values": decoding, **record}
+        atomic_write_json(rec_path, rec)
+    return decoding

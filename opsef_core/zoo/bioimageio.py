@@ -868,7 +868,7 @@ def _export_unet(resolved, out: Path, tmp: Path, image, crop, channel) -> Path:
     with _quiet_torchscript(), atomic_write(weights, "wb") as fh:
         torch.jit.save(torch.jit.trace(m.net, torch.from_numpy(xn)[None, None]), fh)
     pixel = _pixel_size(card, measured, spatial)
-    defaults = UNetParams()
+    defaults = UNetParams(model=str(resolved.path))  # the decoding stored beside the weights, else the defaults
     decode = ({"prob_threshold": defaults.prob_threshold, "boundary_threshold": defaults.boundary_threshold,
                "instances": defaults.instances, "min_size": defaults.min_size} if variant == "3class"
               else {"beta": defaults.beta, "h": defaults.h, "min_size": defaults.min_size})
