@@ -173,6 +173,12 @@ class _Stitcher:
         self.owned: dict[int, bool] = {}
 
     def add(self, tile: Tile, labels: np.ndarray) -> None:
+        """Paste one tile's candidates (see the module docstring).
+
+        Most candidates overlap no pasted object: they get their new labels in object order and
+        are pasted together, with one lookup; only those that overlap pasted objects go through
+        the IoU rule one by one.  The labels are those of pasting every candidate in turn.
+        """
         from scipy.ndimage import find_objects
         from skimage.segmentation import relabel_sequential
 
@@ -185,16 +191,29 @@ class _Stitcher:
         low_open = [o.start > 0 for o in tile.outer]
         high_open = [o.stop < n for o, n in zip(tile.outer, self.shape)]
         region = np.array(self.out[tile.outer])
-        for lab, sl in enumerate(find_objects(labels), start=1):
+        objects = find_objects(labels)
+        sizes = np.bincount(labels.ravel(), minlength=len(objects) + 1)
+        overlaps = np.zeros(len(objects) + 1, bool)  # objects touching a pixel pasted before
+        overlaps[np.unique(labels[region > 0])] = True
+        fresh = np.zeros(len(objects) + 1, np.int64)  # new label of each non-overlapping candidate
+        for lab, sl in enumerate(objects, start=1):
             if sl is None:
                 continue
             if any((s.start == 0 and lo) or (s.stop == n and hi)
                    for s, n, lo, hi in zip(sl, labels.shape, low_open, high_open)):
                 continue  # may be cut by the tile border
-            mask = labels[sl] == lab
-            size = int(mask.sum())
             gsl = tuple(slice(s.start + o, s.stop + o) for s, o in zip(sl, tile.origin))
             owner = tile.owns(sl)
+            if not overlaps[lab]:  # on background only: a new object, pasted whole below
+                label = self.next_label
+                self.next_label += 1
+                fresh[lab] = label
+                self.area[label] = int(sizes[lab])
+                self.bbox[label] = gsl
+                self.owned[label] = owner
+                continue
+            mask = labels[sl] == lab
+            size = int(sizes[lab])
             sub = region[sl]
             ids, counts = np.unique(sub[mask], return_counts=True)
             best, best_iou = 0, 0.0
@@ -208,11 +227,16 @@ class _Stitcher:
                 if not owner or self.owned[best]:
                     continue  # the same object, already pasted
                 # the owner's version replaces a non-owner's
-                self.out[tile.outer] = region
-                old = np.array(self.out[self.bbox[best]])
-                old[old == best] = 0
-                self.out[self.bbox[best]] = old
-                region = np.array(self.out[tile.outer])
+                local = self._within(self.bbox[best], tile)
+                if local is not None:  # the old version lies in this tile's region: clear it there
+                    r = region[local]
+                    r[r == best] = 0
+                else:
+                    self.out[tile.outer] = region
+                    old = np.array(self.out[self.bbox[best]])
+                    old[old == best] = 0
+                    self.out[self.bbox[best]] = old
+                    region = np.array(self.out[tile.outer])
                 sub = region[sl]
                 label = best
             else:
@@ -226,7 +250,21 @@ class _Stitcher:
             self.area[label] = n_free
             self.bbox[label] = gsl
             self.owned[label] = owner
+        pasted = fresh[labels]
+        keep = pasted > 0
+        region[keep] = pasted[keep]
         self.out[tile.outer] = region
+
+    @staticmethod
+    def _within(bbox: tuple, tile: Tile) -> tuple | None:
+        """``bbox`` (global slices) in the coordinates of ``tile``'s outer region, or None when
+        it reaches outside that region."""
+        out = []
+        for b, o in zip(bbox, tile.outer):
+            if b.start < o.start or b.stop > o.stop:
+                return None
+            out.append(slice(b.start - o.start, b.stop - o.start))
+        return tuple(out)
 
     def result(self):
         n = len(self.area)
