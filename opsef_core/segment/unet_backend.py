@@ -49,12 +49,11 @@ __all__ = ["DECODING_DEFAULTS", "UNetParams", "UNetSegmenter", "check_decoding",
 
 logger = logging.getLogger(__name__)
 
-#: decoding defaults of a model whose ``config.json`` stores none
-DECODING_DEFAULTS = {"prob_threshold": 0.5, "boundary_threshold": 0.5, "instances": "watershed",
-                     "beta": 0.5, "h": 1.0, "min_size": 10}
 #: the decoding parameters of each variant (those a model may store)
 DECODING_KEYS = {"3class": ("prob_threshold", "boundary_threshold", "instances", "min_size"),
                  "distance": ("beta", "h", "min_size")}
+#: every decoding parameter, in a fixed order
+_DECODING_NAMES = tuple(dict.fromkeys(k for keys in DECODING_KEYS.values() for k in keys))
 
 
 def stored_decoding(model: str) -> dict:
@@ -166,12 +165,14 @@ class UNetParams(SegmenterParams):
         """Fill unset decoding parameters from the model's ``config.json``, else the defaults."""
         if not isinstance(data, dict):
             return data
-        missing = [k for k in DECODING_DEFAULTS if data.get(k) is None]
+        missing = [k for k in _DECODING_NAMES if data.get(k) is None]
         if not missing:
             return data
         model = data.get("model", cls.model_fields["model"].default)
         stored = stored_decoding(str(model)) if model else {}
-        return {**data, **{k: stored.get(k, DECODING_DEFAULTS[k]) for k in missing}}
+        # unset (or None) and not stored: the field's own default (DECODING_DEFAULTS)
+        out = {k: v for k, v in data.items() if k not in missing}
+        return {**out, **{k: stored[k] for k in missing if k in stored}}
 
     @field_validator("tile", "n_tiles")
     @classmethod
@@ -313,6 +314,10 @@ def _starts(n: int, t: int, overlap: int) -> list[int]:
 def _ramp(t: int, overlap: int) -> np.ndarray:
     i = np.arange(t)
     return np.minimum(np.minimum(i + 1, t - i), max(overlap, 1)).astype(np.float32)
+
+
+#: decoding defaults of a model whose ``config.json`` stores none (the fields' defaults)
+DECODING_DEFAULTS = {k: UNetParams.model_fields[k].default for k in _DECODING_NAMES}
 
 
 @register_segmenter
