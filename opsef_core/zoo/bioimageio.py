@@ -270,7 +270,7 @@ def package_card(path: str | Path, *, source: str | None = None) -> dict:
         Not a package opsef can run (see :func:`read_package`).
     """
     from ..models import file_checksum
-    from .cards import CARD_VERSION
+    from .cards import CARD_VERSION, model_files
 
     p = Path(path)
     info = read_package(p, perform_io_checks=False)
@@ -287,8 +287,7 @@ def package_card(path: str | Path, *, source: str | None = None) -> dict:
     thr = info.stardist.get("thresholds") or {}
     if info.backend == "stardist" and "prob_thresh" not in recommended and thr:
         recommended.update(prob_thresh=round(float(thr["prob"]), 4), nms_thresh=round(float(thr["nms"]), 4))
-    files = sorted(q.name for q in p.iterdir() if q.is_file()) if p.is_dir() else [p.name]
-    size = sum((p / f).stat().st_size for f in files) if p.is_dir() else p.stat().st_size
+    files, size = model_files(p)
     bio = _config_dict(info.descr).get("bioimageio") or {}
     card: dict[str, Any] = {
         "card_version": CARD_VERSION,

@@ -44,6 +44,7 @@ __all__ = [
     "build_card",
     "card_is_current",
     "detect_backend",
+    "model_files",
     "model_folders",
     "object_diameter",
     "read_card",
@@ -194,6 +195,15 @@ def _common_folder(folders: list[Path], roots: list[Path]) -> str:
     return common.as_posix()
 
 
+def model_files(path: str | Path) -> tuple[list[str], int]:
+    """A model's files (a folder's, its card left out; or the file itself) and their total bytes."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path.name], int(path.stat().st_size)
+    files = sorted(p.name for p in path.iterdir() if p.is_file() and p.name != CARD_NAME)
+    return files, int(sum((path / f).stat().st_size for f in files))
+
+
 def build_card(path: str | Path, *, data_roots: list[str | Path] | None = None,
                source: str | None = None) -> dict:
     """Build the card of one model (file or folder) from its own files.
@@ -229,9 +239,7 @@ def build_card(path: str | Path, *, data_roots: list[str | Path] | None = None,
     config = (_read_json(path / "config.json") if is_dir else None) or {}
     training = (_read_json(path / "training.json") if is_dir else None) or {}
     thresholds = (_read_json(path / "thresholds.json") if is_dir else None) or {}
-    files = sorted(p.name for p in path.iterdir() if p.is_file() and p.name != CARD_NAME) if is_dir \
-        else [path.name]
-    size = sum((path / f).stat().st_size for f in files) if is_dir else path.stat().st_size
+    files, size = model_files(path)
     card: dict[str, Any] = {
         "card_version": CARD_VERSION,
         "name": path.name,
