@@ -94,9 +94,6 @@ def worker_environ(pre_spawn: dict, *, single: bool = True) -> dict:
     return env
 
 
-_LIBC: Any = None
-
-
 def trim_heap() -> bool:
     """Give the memory freed on glibc's heap back to the system (``malloc_trim(0)``); False elsewhere.
 
@@ -111,22 +108,12 @@ def trim_heap() -> bool:
     bool
         Whether glibc's ``malloc_trim`` was called (False on other C libraries and platforms).
     """
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-        import ctypes.util
-        import sys
+    from ._libc import libc
 
-        _LIBC = False
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                _LIBC = libc if hasattr(libc, "malloc_trim") else False
-            except OSError:
-                _LIBC = False
-    if _LIBC is False:
+    trim = getattr(libc(), "malloc_trim", None)
+    if trim is None:
         return False
-    _LIBC.malloc_trim(0)
+    trim(0)
     return True
 
 

@@ -27,25 +27,13 @@ logger = logging.getLogger(__name__)
 
 #: the open :func:`deferred_sync` block of this context: {"folder": Path, "pending": int}, or None
 _DEFERRED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("opsef_deferred_sync", default=None)
-_SYNCFS = None
 
 
 def _syncfs():
-    """libc's ``syncfs`` (Linux), or False."""
-    global _SYNCFS
-    if _SYNCFS is None:
-        _SYNCFS = False
-        try:
-            import ctypes
-            import ctypes.util
-            import sys
+    """libc's ``syncfs`` (Linux), or None."""
+    from .._libc import libc
 
-            if sys.platform.startswith("linux"):
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-                _SYNCFS = getattr(libc, "syncfs", False)
-        except OSError:
-            _SYNCFS = False
-    return _SYNCFS
+    return getattr(libc(), "syncfs", None)
 
 
 def _can_sync_filesystem() -> bool:
