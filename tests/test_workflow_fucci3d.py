@@ -129,6 +129,10 @@ def test_bundled_config_is_the_notebooks_default():
     expected = wf.run_config("../demo_data/fucci3d", p["models"], pipe, channels=p["channels"],
                              base_dir=REPO / "configs")
     assert json.loads((REPO / "configs" / "fucci_3d.json").read_text()) == expected
+    # the FUCCI-like training stacks of the 3D U-Net are preprocessed like the notebook's default
+    from opsef_core.testing.spheroid3d import FUCCI_PIPELINE
+
+    assert FUCCI_PIPELINE == {k: p[k] for k in FUCCI_PIPELINE}
 
 
 @pytest.mark.slow
